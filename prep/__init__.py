@@ -1,0 +1,1 @@
+"""booru-tagger: prep stage."""

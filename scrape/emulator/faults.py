@@ -1,0 +1,186 @@
+"""Fault injection and the request log, as aiohttp middlewares.
+
+Which request fails is a pure function of `(fault seed, fault kind, URL, attempt number)`: a
+faulty URL fails for its first `attempts` requests and then succeeds (0 means it always fails),
+so a test can count on a retrying client getting through, and on a non-retrying one failing.
+
+Kinds (each a fraction of URLs, switchable per run with `--faults kind=rate,...` or at run time
+with `POST /_emulator/faults`):
+  server_error  500/502/503/504 answers          rate_429      429, half of them with Retry-After
+  slow          answers delayed by `slow_seconds` reset         connection reset before answering
+  truncate      file body cut short of Content-Length          md5_mismatch  a byte of the file changed
+  html_200      an HTML error page with status 200 at an image URL
+  empty         a file answered with Content-Length: 0      not_found     a file answered 404
+Plus `rate_limit` (requests/s per client, with `burst`), answered 429 like Danbooru's nginx, and
+`block_browser_ua`, a Cloudflare-style 403 challenge for browser-like and default library agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, fields
+
+from aiohttp import web
+
+KINDS = ("server_error", "rate_429", "slow", "reset", "truncate", "md5_mismatch", "html_200",
+         "empty", "not_found")
+FILE_ONLY = {"truncate", "md5_mismatch", "html_200", "empty", "not_found"}
+BLOCKED_AGENTS = ("mozilla/", "python-requests", "python-urllib", "aiohttp", "go-http-client",
+                  "okhttp", "java/")
+CHALLENGE = ("<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
+             "<script>window._cf_chl_opt={cvId: '3'};</script>Checking your browser.</body></html>")
+NGINX_429 = ("<html><head><title>429 Too Many Requests</title></head><body><center><h1>429 Too "
+             "Many Requests</h1></center><hr><center>nginx</center></body></html>")
+
+
+@dataclass
+class FaultConfig:
+    server_error: float = 0.0
+    rate_429: float = 0.0
+    slow: float = 0.0
+    reset: float = 0.0
+    truncate: float = 0.0
+    md5_mismatch: float = 0.0
+    html_200: float = 0.0
+    empty: float = 0.0
+    not_found: float = 0.0
+    attempts: int = 1               # failing requests per faulty URL; 0 = fails forever
+    slow_seconds: float = 2.0
+    retry_after: int = 1            # seconds sent in Retry-After where one is sent
+    rate_limit: float = 0.0         # requests/s per client; 0 = unlimited
+    burst: int = 50
+    block_browser_ua: bool = True
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> FaultConfig:
+        """Parse `kind=value,...` (e.g. `server_error=0.1,attempts=2,rate_limit=10`)."""
+        config = cls()
+        config.update(dict(item.split("=", 1) for item in text.split(",") if item.strip()))
+        return config
+
+    def update(self, values: dict) -> None:
+        types = {f.name: f.type for f in fields(self)}
+        for key, value in values.items():
+            key = key.strip()
+            if key not in types:
+                raise ValueError(f"unknown fault setting: {key}")
+            if types[key] == "bool":
+                value = value if isinstance(value, bool) else str(value).lower() in {"1", "true"}
+            elif types[key] == "int":
+                value = int(value)
+            else:
+                value = float(value)
+            setattr(self, key, value)
+
+    def hits(self, kind: str, url: str, attempt: int) -> bool:
+        rate = getattr(self, kind)
+        if rate <= 0 or (self.attempts and attempt > self.attempts):
+            return False
+        digest = hashlib.blake2b(f"{self.seed}|{kind}|{url}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < rate
+
+
+class TokenBucket:
+    def __init__(self):
+        self.state: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str, rate: float, burst: int) -> bool:
+        now = time.monotonic()
+        tokens, last = self.state.get(client, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * rate)
+        ok = tokens >= 1.0
+        self.state[client] = (tokens - 1.0 if ok else tokens, now)
+        return ok
+
+
+class RequestLog:
+    """Every request served: time, client, method, path, query, status, agent, fault."""
+
+    def __init__(self, maxlen: int = 200_000):
+        self.entries: deque[dict] = deque(maxlen=maxlen)
+        self.attempts: Counter[str] = Counter()
+        self.total = 0
+
+    def add(self, **entry) -> None:
+        self.total += 1
+        self.entries.append({"n": self.total, **entry})
+
+
+def is_blocked_agent(agent: str) -> bool:
+    agent = agent.lower()
+    return not agent or any(marker in agent for marker in BLOCKED_AGENTS)
+
+
+@web.middleware
+async def fault_middleware(request: web.Request, handler):
+    emu = request.app["emulator"]
+    config: FaultConfig = emu.faults
+    log: RequestLog = emu.log
+    url = str(request.rel_url)
+    agent = request.headers.get("User-Agent", "")
+    client = request.remote or "?"
+    log.attempts[url] += 1
+    attempt = log.attempts[url]
+    entry = {"t": time.time(), "client": client, "method": request.method,
+             "path": request.path, "query": request.query_string, "agent": agent}
+    control = request.path.startswith("/_emulator")
+    is_file = request.get("is_file", _looks_like_file(request.path))
+    fault = None
+    response: web.StreamResponse | None = None
+    if not control:
+        if config.block_browser_ua and is_blocked_agent(agent):
+            fault = "ua_blocked"
+            response = web.Response(status=403, text=CHALLENGE, content_type="text/html",
+                                    headers={"Server": "cloudflare",
+                                             "cf-mitigated": "challenge"})
+        elif config.rate_limit > 0 and not emu.bucket.take(client, config.rate_limit,
+                                                            config.burst):
+            fault = "rate_limited"
+            response = web.Response(status=429, text=NGINX_429, content_type="text/html")
+        else:
+            fault = next((k for k in KINDS if (is_file or k not in FILE_ONLY)
+                          and config.hits(k, url, attempt)), None)
+    if fault == "slow":
+        await asyncio.sleep(config.slow_seconds)
+    elif fault == "reset":
+        log.add(**entry, status=0, fault=fault)
+        request.transport.close()
+        raise ConnectionResetError("emulator: injected connection reset")
+    elif fault == "server_error":
+        status = (500, 502, 503, 504)[attempt % 4]
+        headers = {"Retry-After": str(config.retry_after)} if status == 503 else {}
+        response = web.Response(status=status, text=f"<html><body><h1>{status}</h1></body>"
+                                "</html>", content_type="text/html", headers=headers)
+    elif fault == "rate_429":
+        headers = {"Retry-After": str(config.retry_after)} if attempt % 2 else {}
+        response = web.Response(status=429, text=NGINX_429, content_type="text/html",
+                                headers=headers)
+    elif fault == "html_200":
+        response = web.Response(status=200, text="<!DOCTYPE html><html><body>Error: the file "
+                                "is temporarily unavailable.</body></html>",
+                                content_type="text/html")
+    elif fault == "empty":
+        response = web.Response(status=200, body=b"", content_type="image/jpeg")
+    elif fault == "not_found":
+        response = web.Response(status=404, text="<html><body>404 Not Found</body></html>",
+                                content_type="text/html")
+    if response is None:
+        request["fault"] = fault
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+    log.add(**entry, status=response.status, fault=fault)
+    return response
+
+
+def _looks_like_file(path: str) -> bool:
+    return "." in path.rsplit("/", 1)[-1] and not path.endswith((".json", ".xml", ".php"))
+
+
+def config_dict(config: FaultConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,1 @@
+"""booru-tagger: shards stage."""

@@ -1,0 +1,1 @@
+"""booru-tagger: train stage."""
