@@ -6,11 +6,15 @@ so a test can count on a retrying client getting through, and on a non-retrying 
 
 Kinds (each a fraction of URLs, switchable per run with `--faults kind=rate,...` or at run time
 with `POST /_emulator/faults`):
-  server_error  500/502/503/504 answers          rate_429      429, half of them with Retry-After
-  slow          answers delayed by `slow_seconds` reset         connection reset before answering
-  truncate      file body cut short of Content-Length          md5_mismatch  a byte of the file changed
+  server_error  500/502/503/504 answers (503 with Retry-After)
+  rate_429      429, half of them with Retry-After
+  slow          answers delayed by `slow_seconds`
+  reset         the connection closed before answering
+  truncate      a file body cut short of its Content-Length
+  md5_mismatch  one byte of the file changed
   html_200      an HTML error page with status 200 at an image URL
-  empty         a file answered with Content-Length: 0      not_found     a file answered 404
+  empty         a file answered with Content-Length: 0
+  not_found     a file answered 404 (an original missing while its sample exists)
 Plus `rate_limit` (requests/s per client, with `burst`), answered 429 like Danbooru's nginx, and
 `block_browser_ua`, a Cloudflare-style 403 challenge for browser-like and default library agents.
 """
