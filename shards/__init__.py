@@ -1,1 +1,1 @@
-"""booru-tagger: shards stage."""
+"""booru-tagger: the shard format (WebDataset tar + parquet pairs); arrives with issue 5."""

@@ -36,6 +36,7 @@ BLOCKED_AGENTS = ("mozilla/", "python-requests", "python-urllib", "aiohttp", "go
                   "okhttp", "java/")
 CHALLENGE = ("<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
              "<script>window._cf_chl_opt={cvId: '3'};</script>Checking your browser.</body></html>")
+FAULT = web.RequestKey("fault", str)   # the file fault a handler must apply, if any
 NGINX_429 = ("<html><head><title>429 Too Many Requests</title></head><body><center><h1>429 Too "
              "Many Requests</h1></center><hr><center>nginx</center></body></html>")
 
@@ -132,7 +133,7 @@ async def fault_middleware(request: web.Request, handler):
     entry = {"t": time.time(), "client": client, "method": request.method,
              "path": request.path, "query": request.query_string, "agent": agent}
     control = request.path.startswith("/_emulator")
-    is_file = request.get("is_file", _looks_like_file(request.path))
+    is_file = _looks_like_file(request.path)
     fault = None
     response: web.StreamResponse | None = None
     if not control:
@@ -173,11 +174,12 @@ async def fault_middleware(request: web.Request, handler):
         response = web.Response(status=404, text="<html><body>404 Not Found</body></html>",
                                 content_type="text/html")
     if response is None:
-        request["fault"] = fault
+        request[FAULT] = fault
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            response = exc
+            log.add(**entry, status=exc.status, fault=fault)
+            raise
     log.add(**entry, status=response.status, fault=fault)
     return response
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .faults import FaultConfig, RequestLog, TokenBucket, config_dict, fault_middleware
+from .faults import FAULT, FaultConfig, RequestLog, TokenBucket, config_dict, fault_middleware
 from .files import FileStore
 from .world import Post, World
 
@@ -64,7 +64,7 @@ async def serve_file(request: web.Request, post: Post | None, variant: str,
         raise web.HTTPNotFound(text="404 Not Found")
     emu: Emulator = request.app["emulator"]
     data = await asyncio.get_running_loop().run_in_executor(None, emu.store.get, post, variant)
-    fault = request.get("fault")
+    fault = request.get(FAULT)
     if fault == "md5_mismatch":
         data = data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) \
             + data[len(data) // 2 + 1:]

@@ -1,0 +1,51 @@
+"""Guards: the stage packages come from this checkout, and every console entry point runs."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["scrape", "prep", "shards", "train"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_package_is_imported_from_this_repository(name):
+    module = importlib.import_module(name)
+    assert Path(module.__file__).resolve().parent == ROOT / name
+
+
+@pytest.mark.parametrize("package", ["scrape", "prep", "train"])
+def test_python_dash_m_runs_each_cli(package):
+    result = subprocess.run([sys.executable, "-m", package, "--help"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_console_scripts_are_declared_and_installed():
+    import tomllib
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"scrape", "prep", "train", "tag"}
+    bindir = Path(sys.executable).parent
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))
+        assert (bindir / name).exists(), f"console script {name} not installed in {bindir}"
+
+
+def test_tests_and_bench_never_ship():
+    import tomllib
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(packages["packages"]) == sorted(PACKAGES)
+
+
+def test_unfinished_commands_fail_with_a_message_not_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "train"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "issue" in result.stderr
