@@ -36,6 +36,8 @@ BLOCKED_AGENTS = ("mozilla/", "python-requests", "python-urllib", "aiohttp", "go
                   "okhttp", "java/")
 CHALLENGE = ("<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
              "<script>window._cf_chl_opt={cvId: '3'};</script>Checking your browser.</body></html>")
+QUERY_CANCELED = {"success": False, "error": "ActiveRecord::QueryCanceled",
+                  "message": "The database timed out running your query.", "backtrace": []}
 FAULT = web.RequestKey("fault", str)   # the file fault a handler must apply, if any
 NGINX_429 = ("<html><head><title>429 Too Many Requests</title></head><body><center><h1>429 Too "
              "Many Requests</h1></center><hr><center>nginx</center></body></html>")
@@ -158,8 +160,11 @@ async def fault_middleware(request: web.Request, handler):
     elif fault == "server_error":
         status = (500, 502, 503, 504)[attempt % 4]
         headers = {"Retry-After": str(config.retry_after)} if status == 503 else {}
-        response = web.Response(status=status, text=f"<html><body><h1>{status}</h1></body>"
-                                "</html>", content_type="text/html", headers=headers)
+        if status == 500 and request.path.startswith("/danbooru") and not is_file:
+            response = web.json_response(QUERY_CANCELED, status=500)
+        else:
+            response = web.Response(status=status, text=f"<html><body><h1>{status}</h1>"
+                                    "</body></html>", content_type="text/html", headers=headers)
     elif fault == "rate_429":
         headers = {"Retry-After": str(config.retry_after)} if attempt % 2 else {}
         response = web.Response(status=429, text=NGINX_429, content_type="text/html",
