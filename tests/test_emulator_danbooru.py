@@ -256,3 +256,15 @@ def test_xml_form_is_rails_to_xml(db):
     assert post.find("approver-id").get("nil") == "true"
     err = ET.fromstring(http_get(f"{db}/posts.xml?page=1001").body)
     assert err.tag == "result" and err.find("success").text == "false"
+
+
+def test_a_million_post_world_answers_deep_keyset_pages_quickly():
+    from scrape.emulator import EmulatorThread
+    with EmulatorThread(seed=1, posts=1_000_000, image_scale=0.02) as big:
+        db = big.site("danbooru")
+        top = http_get(f"{db}/posts.json?limit=20").json()
+        assert top[0]["id"] == big.world.max_id > 1_000_000
+        deep = http_get(f"{db}/posts.json?limit=20&page=b500000").json()
+        assert len(deep) == 20 and deep[0]["id"] < 500000
+        assert http_get(f"{db}/posts.json?page=1001").status == 410
+        assert len(big.world._cache) < 10      # only the blocks it touched were built
