@@ -174,7 +174,7 @@ def search(world: World, q: Query, *, limit: int, offset: int = 0, before: int |
     elif before is not None or after is not None:
         posts = world.scan(match, descending=after is None, start_id=before or after)
     elif q.order in {None, "id", "id_asc", "id_desc"}:
-        posts = world.scan(match, descending=not q.ascending)
+        posts, offset = world.scan(match, descending=not q.ascending, skip=offset), 0
     else:
         posts = _sorted(world, match, q.order)
     out = []

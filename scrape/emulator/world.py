@@ -285,10 +285,12 @@ class World:
         )
 
     # -- search ---------------------------------------------------------------------------
-    def scan(self, match, descending: bool = True, start_id: int | None = None):
+    def scan(self, match, descending: bool = True, start_id: int | None = None,
+             skip: int = 0):
         """Yield posts for which `match(block) -> bool mask` holds, in id order.
 
         `start_id` bounds the scan: ids strictly below it (descending) or above it (ascending).
+        `skip` matches are passed over first, whole blocks at a time, without building them.
         """
         blocks = range(self.n_blocks - 1, -1, -1) if descending else range(self.n_blocks)
         if start_id is not None:
@@ -300,7 +302,12 @@ class World:
             if start_id is not None:
                 mask = mask & ((blk.ids < start_id) if descending else (blk.ids > start_id))
             hits = np.flatnonzero(mask)
-            for i in (hits[::-1] if descending else hits):
+            if skip >= len(hits):
+                skip -= len(hits)
+                continue
+            hits = hits[::-1] if descending else hits
+            hits, skip = hits[skip:], 0
+            for i in hits:
                 yield self._post(blk, int(i))
 
     def tag_counts(self) -> np.ndarray:
