@@ -47,4 +47,5 @@ def _reset_faults(request):
     if "emulator" in request.fixturenames:
         emu = request.getfixturevalue("emulator")
         emu.emulator.faults.__dict__.update(FaultConfig().__dict__)
+        emu.emulator.gelbooru_auth = "off"
         emu.emulator.log.attempts.clear()

@@ -9,6 +9,7 @@ and md5, deleted posts are listed, timestamps carry US Eastern offsets.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from datetime import datetime
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from . import query as Q
 from . import vocab as V
-from .server import Emulator, json_response, serve_file
+from .server import EMULATOR, Emulator, json_response, serve_file
 from .world import Post
 from .xml_form import rails_xml
 
@@ -52,7 +53,7 @@ def timestamp(dt: datetime) -> str:
 
 
 def _user_level(request: web.Request) -> tuple[str, web.Response | None]:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     login, key = request.query.get("login"), request.query.get("api_key")
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Basic "):
@@ -164,7 +165,7 @@ def _base(request: web.Request) -> str:
 
 
 async def _render(request: web.Request, posts: list[Post], level: str) -> list[dict]:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     safe = request.query.get("safe_mode", "").lower() in {"true", "1", "yes"}
     md5s = await emu.md5s(posts)
     out = []
@@ -181,7 +182,7 @@ def _respond(data, fmt: str, root: str) -> web.Response:
 
 
 async def posts_index(request: web.Request) -> web.Response:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     fmt = request.match_info.get("fmt", "json")
     if "cause_error" in request.query:
         status = _to_i(request.query["cause_error"])
@@ -201,7 +202,10 @@ async def posts_index(request: web.Request) -> web.Response:
                      f"You cannot search for more than {tag_limit} tags at a time.", fmt)
     if "md5" in request.query:
         q.md5 = request.query["md5"].lower()
-        posts = Q.search(emu.world, q, limit=1, md5_of=emu.store.md5)
+        known = emu.post_by_md5(q.md5)
+        # An md5 never listed means rendering the world to find it: off the event loop.
+        posts = [known] if known else await asyncio.get_running_loop().run_in_executor(
+            None, lambda: Q.search(emu.world, q, limit=1, md5_of=emu.store.md5))
         if not posts:
             return error(404, "ActiveRecord::RecordNotFound", "That record was not found.", fmt)
         return _respond((await _render(request, posts, level))[0], fmt, "post")
@@ -228,7 +232,7 @@ async def posts_index(request: web.Request) -> web.Response:
 
 
 async def posts_show(request: web.Request) -> web.Response:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     fmt = request.match_info.get("fmt", "json")
     level, failure = _user_level(request)
     if failure is not None:
@@ -240,7 +244,7 @@ async def posts_show(request: web.Request) -> web.Response:
 
 
 async def counts(request: web.Request) -> web.Response:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     q = Q.parse(request.query.get("tags", ""))
     match = Q.compile_filter(q, emu.world)
     total = sum(int(match(emu.world.block(b)).sum()) for b in range(emu.world.n_blocks))
@@ -248,7 +252,7 @@ async def counts(request: web.Request) -> web.Response:
 
 
 async def tags_index(request: web.Request) -> web.Response:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     params = request.query
     blank = [k for k, v in params.items() if k.startswith("search[") and v == ""]
     if blank:
@@ -291,7 +295,7 @@ async def tags_index(request: web.Request) -> web.Response:
 
 
 async def file(request: web.Request) -> web.StreamResponse:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     variant = request.match_info["variant"]
     name = request.match_info["name"]
     md5 = name.removeprefix("sample-").rsplit(".", 1)[0]

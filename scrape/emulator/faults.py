@@ -124,7 +124,7 @@ def is_blocked_agent(agent: str) -> bool:
 
 @web.middleware
 async def fault_middleware(request: web.Request, handler):
-    emu = request.app["emulator"]
+    emu = request.config_dict[_emulator_key()]
     config: FaultConfig = emu.faults
     log: RequestLog = emu.log
     url = str(request.rel_url)
@@ -187,6 +187,11 @@ async def fault_middleware(request: web.Request, handler):
             raise
     log.add(**entry, status=response.status, fault=fault)
     return response
+
+
+def _emulator_key():
+    from .server import EMULATOR
+    return EMULATOR
 
 
 def _looks_like_file(path: str) -> bool:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import query as Q
 from . import vocab as V
-from .server import Emulator, json_response, serve_file
+from .server import EMULATOR, Emulator, json_response, serve_file
 from .world import Post
 from .xml_form import attributes_xml, rails_xml
 
@@ -191,7 +191,7 @@ def _files(emu: Emulator, post: Post) -> Files:
 
 
 async def _render(request: web.Request, posts: list[Post]) -> list[dict]:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     site = request.app[SITE_KEY]
     base = f"{request.scheme}://{request.host}/{site.prefix}"
     loop = asyncio.get_running_loop()
@@ -237,7 +237,7 @@ def _count(emu: Emulator, q: Q.Query) -> int:
 
 
 async def post_index(request: web.Request) -> web.Response:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     site = request.app[SITE_KEY]
     fmt = request.match_info["fmt"]
     params = request.query
@@ -283,7 +283,7 @@ def _name_filter(name: str):
 
 
 async def tag_index(request: web.Request) -> web.Response:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     params, fmt = request.query, request.match_info["fmt"]
     vocab, counts = emu.world.vocab, emu.world.tag_counts()
     rows = range(len(vocab.names))
@@ -322,7 +322,7 @@ async def tag_index(request: web.Request) -> web.Response:
 
 async def _post_for_file(request: web.Request) -> Post | None:
     """The live post a pretty file URL names: the id from the name, checked against the md5."""
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     site = request.app[SITE_KEY]
     name = request.match_info["name"]
     rest = name.removeprefix(site.file_prefix + " ")
@@ -348,7 +348,7 @@ async def sample_file(request: web.Request) -> web.StreamResponse:
 
 
 async def preview_file(request: web.Request) -> web.StreamResponse:
-    emu: Emulator = request.config_dict["emulator"]
+    emu: Emulator = request.config_dict[EMULATOR]
     md5 = request.match_info["md5"]
     post = emu.post_by_md5(md5)
     folder = f"{request.match_info['a']}/{request.match_info['b']}"

@@ -130,7 +130,7 @@ def compile_filter(q: Query, world: World, default_status: str = "any"):
             mask &= np.isin(blk.cols["rating"], ratings)
         for name, op, a, b in q.ranges:
             col = blk.ids if name == "id" else blk.cols[_COLUMN[name]]
-            mask &= _compare(col, op, a, b)
+            mask &= compare(col, op, a, b)
         deleted = blk.cols["deleted"]
         if status == "deleted":
             mask &= deleted
@@ -145,7 +145,7 @@ def compile_filter(q: Query, world: World, default_status: str = "any"):
     return match
 
 
-def _compare(col: np.ndarray, op: str, a: int, b: int | None) -> np.ndarray:
+def compare(col: np.ndarray, op: str, a: int, b: int | None) -> np.ndarray:
     neg = op.startswith("!")
     op = op.lstrip("!")
     result = {"=": col == a, "<": col < a, ">": col > a, "<=": col <= a, ">=": col >= a,

@@ -65,6 +65,11 @@ class EmulatorThread:
         self._thread.join(10)
 
     @property
+    def app(self) -> web.Application:
+        """The running application (sub-applications hold per-site knobs)."""
+        return self._runner.app
+
+    @property
     def world(self) -> World:
         return self.emulator.world
 

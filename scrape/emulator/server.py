@@ -57,12 +57,15 @@ class Emulator:
         return None if pid is None else self.world.post(pid)
 
 
+EMULATOR = web.AppKey("emulator", Emulator)
+
+
 async def serve_file(request: web.Request, post: Post | None, variant: str,
                      content_type: str | None = None) -> web.StreamResponse:
     """Serve one variant of a post's file with ETag, Range and the file faults."""
     if post is None:
         raise web.HTTPNotFound(text="404 Not Found")
-    emu: Emulator = request.app["emulator"]
+    emu: Emulator = request.app[EMULATOR]
     data = await asyncio.get_running_loop().run_in_executor(None, emu.store.get, post, variant)
     fault = request.get(FAULT)
     if fault == "md5_mismatch":
@@ -118,7 +121,7 @@ def json_response(data, status: int = 200, **kwargs) -> web.Response:
 
 # -- control endpoints ---------------------------------------------------------------------
 async def _info(request: web.Request) -> web.Response:
-    emu: Emulator = request.app["emulator"]
+    emu: Emulator = request.app[EMULATOR]
     w = emu.world
     return json_response({"seed": w.seed, "posts": w.n_posts, "max_id": w.max_id,
                           "image_scale": w.image_scale, "tags": len(w.vocab.names),
@@ -127,17 +130,17 @@ async def _info(request: web.Request) -> web.Response:
 
 
 async def _visual(request: web.Request) -> web.Response:
-    return json_response(request.app["emulator"].world.visual_tags())
+    return json_response(request.app[EMULATOR].world.visual_tags())
 
 
 async def _log(request: web.Request) -> web.Response:
-    log: RequestLog = request.app["emulator"].log
+    log: RequestLog = request.app[EMULATOR].log
     since = int(request.query.get("since", 0))
     return json_response([e for e in log.entries if e["n"] > since])
 
 
 async def _faults(request: web.Request) -> web.Response:
-    emu: Emulator = request.app["emulator"]
+    emu: Emulator = request.app[EMULATOR]
     if request.method == "POST":
         try:
             emu.faults.update(await request.json())
@@ -160,13 +163,13 @@ SITES = ("danbooru", "gelbooru", "safebooru", "yandere", "konachan")
 def make_app(emulator: Emulator) -> web.Application:
     """The whole emulator as one aiohttp application."""
     app = web.Application(middlewares=[fault_middleware])
-    app["emulator"] = emulator
+    app[EMULATOR] = emulator
     app.router.add_get("/_emulator/info", _info)
     app.router.add_get("/_emulator/visual-tags", _visual)
     app.router.add_get("/_emulator/log", _log)
     app.router.add_route("*", "/_emulator/faults", _faults)
     for name, factory in _site_modules().items():
         sub = factory(emulator)
-        sub["emulator"] = emulator
+        sub[EMULATOR] = emulator
         app.add_subapp(f"/{name}", sub)
     return app
