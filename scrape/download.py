@@ -1,0 +1,103 @@
+"""Download one file, verify it, and move it into `raw/images/` atomically.
+
+A body is accepted only when it is non-empty, not an HTML page, matches the site's md5 (for
+originals), and its magic bytes say it is an image; the extension comes from those bytes.
+Bad bodies are retried (they are often transient: an error page, a cut connection); the bytes
+go to `raw/.tmp/` first and are renamed into place, so `images/` never holds a partial file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FetchError, ScrapeError
+from .filetype import IMAGE_TYPES, looks_like_html, sniff
+from .http import Client
+
+log = logging.getLogger(__name__)
+CONTENT_ATTEMPTS = 3
+
+
+@dataclass
+class Saved:
+    image_path: str         # relative to raw/
+    ext: str
+    size: int
+    corrected: bool         # the extension differs from what the site claimed
+
+
+class ImageStore:
+    """raw/images/<md5[0:2]>/<md5>.<ext>, written through raw/.tmp/."""
+
+    def __init__(self, raw: Path):
+        self.raw = raw
+        self.tmp = raw / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():        # left by a killed run
+            stale.unlink(missing_ok=True)
+
+    def existing(self, md5: str) -> str | None:
+        """The relative path of an image already stored under this md5, if any."""
+        folder = self.raw / "images" / md5[:2]
+        if not folder.is_dir():
+            return None
+        for ext in sorted(IMAGE_TYPES):
+            if (folder / f"{md5}.{ext}").exists():
+                return f"images/{md5[:2]}/{md5}.{ext}"
+        return None
+
+    def put(self, md5: str, ext: str, data: bytes) -> str:
+        rel = f"images/{md5[:2]}/{md5}.{ext}"
+        final = self.raw / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp / f"{md5}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise ScrapeError(f"cannot write images: {exc.strerror} ({self.raw})") from None
+            raise
+        return rel
+
+
+async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
+                      claimed_ext: str | None, verify_md5: bool) -> Saved:
+    """Download `url` and store it under `md5`; raises FetchError with a reason."""
+    problem = FetchError("failed", "no attempt made")
+    for attempt in range(CONTENT_ATTEMPTS):
+        if attempt:
+            await client.pause(attempt - 1, None)
+        reply = await client.get(url)
+        if reply.status != 200:
+            reason = "not_found" if reply.status == 404 else f"http_{reply.status}"
+            raise FetchError(reason, f"HTTP {reply.status}", reply.status)
+        data = reply.body
+        expected = reply.headers.get("Content-Length")
+        if not data:
+            problem = FetchError("empty", "empty body")
+        elif looks_like_html(data, reply.content_type):
+            problem = FetchError("html", f"an HTML page ({reply.content_type or 'no type'})")
+        elif expected is not None and expected.isdigit() and int(expected) != len(data):
+            problem = FetchError("size_mismatch", f"{len(data)} bytes, expected {expected}")
+        elif verify_md5 and hashlib.md5(data).hexdigest() != md5:
+            problem = FetchError("md5_mismatch", "the body's md5 differs from the site's")
+        else:
+            kind = sniff(data)
+            if kind not in IMAGE_TYPES:
+                raise FetchError("not_image", f"the body is {kind or 'not a known format'}")
+            if claimed_ext and kind != claimed_ext:
+                log.info("%s: the site says .%s, the bytes are .%s", url, claimed_ext, kind)
+            rel = store.put(md5, kind, data)
+            return Saved(rel, kind, len(data), corrected=bool(claimed_ext) and
+                         kind != claimed_ext)
+        log.debug("%s: %s (attempt %d)", url, problem, attempt + 1)
+    raise problem

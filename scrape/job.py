@@ -1,0 +1,207 @@
+"""One scrape: list a search, decide each post, download with N workers, write parquet parts.
+
+    site.pages() ──▶ decide() ──▶ queue (bounded) ──▶ N download workers ──▶ PartWriter
+                       │                                                      ▲
+                       └── skipped / deduped / metadata-only rows ────────────┘
+
+Listing and downloads overlap; the bounded queue keeps memory flat whatever the result size.
+A post already in the archive (an earlier run, another query into the same raw/) is passed
+over; an md5 already on disk is linked, not downloaded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .archive import Archive
+from .download import ImageStore, fetch_image
+from .errors import FetchError
+from .http import Client
+from .metadata import PartWriter, row
+from .post import IMAGE_EXTS, Post
+from .sites import SITES, TagCache
+
+log = logging.getLogger(__name__)
+DEFAULT_AGENT = f"booru-tagger/{__version__} (+https://github.com/booru-tagger)"
+
+
+@dataclass
+class ScrapeSettings:
+    site: str
+    tags: str
+    out: Path
+    limit: int | None = None            # the first N posts of the search
+    base_url: str | None = None
+    concurrency: int = 8                # parallel downloads
+    rate: float | None = None           # requests/s per host; None: the site's polite default
+    burst: int | None = None
+    retries: int = 5                    # extra attempts per request
+    backoff: float = 1.0                # seconds; doubled each attempt, with full jitter
+    timeout: float = 60.0
+    ratings: list[str] | None = None    # keep only these (general, sensitive, ...)
+    min_score: int | None = None
+    variant: str = "original"           # original | sample
+    metadata_only: bool = False
+    user_agent: str = DEFAULT_AGENT
+    flush_rows: int = 2000
+    flush_seconds: float = 30.0
+    progress: bool = True
+
+    def public(self) -> dict:
+        """The settings as written next to the output (no secrets are ever in them)."""
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+@dataclass
+class Summary:
+    statuses: Counter = field(default_factory=Counter)     # rows written by this run
+    already: int = 0                                        # posts an earlier run finished
+    filtered: int = 0                                       # left out by --ratings/--min-score
+    deduped: int = 0                                        # md5 already on disk
+    listed: int = 0
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+
+
+class ScrapeJob:
+    def __init__(self, settings: ScrapeSettings):
+        self.s = settings
+        self.raw = Path(settings.out)
+        self.summary = Summary()
+        self._in_flight: set[int] = set()
+
+    async def run(self) -> Summary:
+        s = self.s
+        site_cls = SITES[s.site]
+        self.raw.mkdir(parents=True, exist_ok=True)
+        archive = Archive(self.raw)
+        archive.reconcile(self.raw / "posts")
+        self.store = ImageStore(self.raw)
+        self.writer = PartWriter(self.raw, archive, s.flush_rows, s.flush_seconds)
+        self.archive = archive
+        self._write_settings()
+        rate = site_cls.rate if s.rate is None else (s.rate or None)
+        client = Client(s.user_agent, rate=rate, burst=s.burst or site_cls.burst,
+                        retries=s.retries, backoff=s.backoff, timeout=s.timeout,
+                        concurrency=s.concurrency)
+        bar = tqdm(desc=f"{s.site}", unit=" posts", disable=not s.progress, smoothing=0.1)
+        self.bar = bar
+        try:
+            async with client:
+                site = site_cls(client, s.base_url, TagCache(archive.db, s.site))
+                queue: asyncio.Queue = asyncio.Queue(maxsize=s.concurrency * 4)
+                workers = [asyncio.create_task(self._worker(client, queue))
+                           for _ in range(s.concurrency)]
+                try:
+                    await self._list(site, queue)
+                    for _ in workers:
+                        await queue.put(None)
+                    await asyncio.gather(*workers)
+                finally:
+                    for w in workers:
+                        w.cancel()
+                    self.summary.requests, self.summary.retries = client.requests, client.retried
+        finally:
+            await self.writer.flush()
+            bar.close()
+            archive.close()
+        return self.summary
+
+    async def _list(self, site, queue: asyncio.Queue) -> None:
+        seen = 0
+        async for page in site.pages(self.s.tags):
+            for post in page:
+                if self.s.limit is not None and seen >= self.s.limit:
+                    return
+                seen += 1
+                self.summary.listed += 1
+                await self._decide(post, queue)
+            self._progress()
+            await self.writer.maybe_flush()
+
+    async def _decide(self, post: Post, queue: asyncio.Queue) -> None:
+        s, summary = self.s, self.summary
+        if (self.archive.done(post.site, post.id) or self.writer.holds(post.site, post.id)
+                or post.id in self._in_flight):
+            summary.already += 1
+            return
+        if (s.ratings and post.rating not in s.ratings) or (
+                s.min_score is not None and (post.score is None or post.score < s.min_score)):
+            summary.filtered += 1
+            return
+        status = _skip_reason(post)
+        if status:
+            self._add(row(post, status))
+        elif s.metadata_only:
+            self._add(row(post, "metadata_only"))
+        elif existing := (self.archive.image_for(post.md5) or self.store.existing(post.md5)):
+            summary.deduped += 1
+            self._add(row(post, "downloaded", image_path=existing,
+                          file_ext=existing.rsplit(".", 1)[1]))
+        else:
+            self._in_flight.add(post.id)
+            await queue.put(post)
+
+    async def _worker(self, client: Client, queue: asyncio.Queue) -> None:
+        while (post := await queue.get()) is not None:
+            url = post.file_url
+            if self.s.variant == "sample" and post.sample_url:
+                url = post.sample_url
+            try:
+                saved = await fetch_image(client, self.store, url, post.md5, post.file_ext,
+                                          verify_md5=url == post.file_url)
+            except FetchError as exc:
+                self._add(row(post, f"failed_{exc.reason}", error=str(exc), file_url=url))
+            else:
+                self.summary.bytes += saved.size
+                self._add(row(post, "downloaded", image_path=saved.image_path,
+                              file_ext=saved.ext, file_url=url))
+            self._in_flight.discard(post.id)
+            self._progress()
+            await self.writer.maybe_flush()
+
+    def _add(self, r: dict) -> None:
+        self.writer.add(r)
+        self.summary.statuses[r["status"]] += 1
+        self.bar.update(1)
+
+    def _progress(self) -> None:
+        st = self.summary.statuses
+        failed = sum(v for k, v in st.items() if k.startswith("failed"))
+        self.bar.set_postfix(listed=self.summary.listed, images=st["downloaded"],
+                             MB=round(self.summary.bytes / 1e6, 1), failed=failed,
+                             refresh=False)
+
+    def _write_settings(self) -> None:
+        runs = self.raw / "runs"
+        runs.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        path = runs / f"{stamp}-{self.s.site}.json"
+        path.write_text(json.dumps({"version": __version__, **self.s.public()}, indent=2))
+
+
+def _skip_reason(post: Post) -> str | None:
+    """Why a post cannot be downloaded at all, as a status; None when it can."""
+    if post.deleted:
+        return "skipped_deleted"
+    if post.banned:
+        return "skipped_banned"
+    if not post.file_url:
+        return "skipped_hidden"
+    if post.md5 is None:
+        return "failed_invalid_md5"
+    if post.file_ext is not None and post.file_ext not in IMAGE_EXTS:
+        return "skipped_not_image"
+    return None

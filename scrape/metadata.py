@@ -1,0 +1,92 @@
+"""Posts metadata as parquet parts: rows are buffered and flushed as new, immutable parts.
+
+Schema: shared/DESIGN.md boundary 1. A part is written to a temporary name and renamed, then
+registered in the archive; parts are never rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .archive import Archive
+from .post import CATEGORIES, Post
+
+_TAGS = pa.list_(pa.string())
+SCHEMA = pa.schema([
+    ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("file_ext", pa.string()),
+    ("file_url", pa.string()), ("source", pa.string()), ("rating", pa.string()),
+    ("score", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
+    ("file_size", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")), ("tags", _TAGS),
+    *[(f"tags_{c}", _TAGS) for c in CATEGORIES],
+    ("image_path", pa.string()), ("status", pa.string()), ("error", pa.string()),
+])
+
+
+def row(post: Post, status: str, image_path: str | None = None, error: str | None = None,
+        file_ext: str | None = None, file_url: str | None = None) -> dict:
+    """One parquet row for a post and what happened to it."""
+    cats = post.categories
+    return {
+        "site": post.site, "id": post.id, "md5": post.md5,
+        "file_ext": file_ext or post.file_ext, "file_url": file_url or post.file_url,
+        "source": post.source, "rating": post.rating, "score": post.score,
+        "width": post.width, "height": post.height, "file_size": post.file_size,
+        "created_at": post.created_at, "tags": post.tags,
+        **{f"tags_{c}": (cats.get(c, []) if cats is not None else None) for c in CATEGORIES},
+        "image_path": image_path, "status": status, "error": error,
+    }
+
+
+class PartWriter:
+    """Buffers rows; `maybe_flush()` writes a part every `rows` rows or `seconds` seconds."""
+
+    def __init__(self, raw: Path, archive: Archive, rows: int = 2000, seconds: float = 30.0):
+        self.dir = raw / "posts"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.archive = archive
+        self.max_rows = rows
+        self.max_seconds = seconds
+        self.buffer: list[dict] = []
+        self.pending: set[tuple[str, int]] = set()
+        self._last = time.monotonic()
+        self.parts = 0
+
+    def add(self, r: dict) -> None:
+        self.buffer.append(r)
+        self.pending.add((r["site"], r["id"]))
+
+    def holds(self, site: str, post_id: int) -> bool:
+        return (site, post_id) in self.pending
+
+    async def maybe_flush(self) -> None:
+        if len(self.buffer) >= self.max_rows or (
+                self.buffer and time.monotonic() - self._last >= self.max_seconds):
+            await self.flush()
+
+    async def flush(self) -> None:
+        rows, self.buffer = self.buffer, []
+        self._last = time.monotonic()
+        if not rows:
+            return
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+        await asyncio.to_thread(self._write, rows, name)
+        self.archive.record(name, rows)
+        self.pending -= {(r["site"], r["id"]) for r in rows}
+        self.parts += 1
+
+    def _write(self, rows: list[dict], name: str) -> None:
+        tmp = self.dir / f".{name}.tmp"
+        try:
+            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+            os.replace(tmp, self.dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
