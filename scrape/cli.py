@@ -72,8 +72,8 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                 raise UsageError(f"unknown option in {args.config}: {key}")
             if values[key] == parser.get_default(key):
                 values[key] = value
-    for name in ("site", "tags", "out"):
-        if values.get(name) in (None, ""):
+    for name in ("site", "tags", "out"):           # --tags "" (every post) is allowed
+        if values.get(name) is None or (name != "tags" and values[name] == ""):
             raise UsageError(f"--{name} is required")
     if values["site"] not in SITES:
         raise UsageError(f"unknown site {values['site']!r}; choose from {', '.join(SITES)}")

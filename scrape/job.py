@@ -160,8 +160,15 @@ class ScrapeJob:
             if self.s.variant == "sample" and post.sample_url:
                 url = post.sample_url
             try:
-                saved = await fetch_image(client, self.store, url, post.md5, post.file_ext,
-                                          verify_md5=url == post.file_url)
+                try:
+                    saved = await fetch_image(client, self.store, url, post.md5,
+                                              post.file_ext, verify_md5=url == post.file_url)
+                except FetchError as exc:
+                    if exc.reason != "not_found" or url == (post.sample_url or url):
+                        raise
+                    url = post.sample_url                       # the original is gone
+                    saved = await fetch_image(client, self.store, url, post.md5, None,
+                                              verify_md5=False)
             except FetchError as exc:
                 self._add(row(post, f"failed_{exc.reason}", error=str(exc), file_url=url))
             else:

@@ -1,7 +1,9 @@
-"""A per-host token bucket for asyncio: never more than `rate` requests/s after a `burst`.
+"""A per-host rate limit for asyncio: never more than `rate` requests/s after a `burst`.
 
-Every request takes a token, retries included, so a flaky site is not hammered harder.
-Tokens are handed out in arrival order (one lock per host), so waiting is fair.
+Each request reserves the next free slot on a schedule (GCRA, the "virtual scheduling" form of
+a token bucket): slots are spaced 1/rate apart and up to `burst` may be taken early. Slots are
+absolute times, so a late wake-up never pushes later requests back and the long-run rate stays
+at `rate`. Every request takes a slot, retries included, so a flaky site is not hammered.
 """
 
 from __future__ import annotations
@@ -16,20 +18,16 @@ class TokenBucket:
             raise ValueError("rate must be > 0 (use None for no limit)")
         self.rate = rate
         self.burst = max(1, burst)
-        self._tokens = float(self.burst)
-        self._last = time.monotonic()
-        self._lock = asyncio.Lock()
+        self._interval = 1.0 / rate
+        self._tat = time.monotonic()        # theoretical arrival time of the next request
 
     async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
+        now = time.monotonic()
+        tat = max(self._tat, now)
+        self._tat = tat + self._interval
+        wait = tat - (self.burst - 1) * self._interval - now
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 class HostLimiter:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, fields
@@ -91,6 +92,15 @@ class FaultConfig:
         return int.from_bytes(digest, "big") / 2**64 < rate
 
 
+class InjectedReset(ConnectionResetError):
+    """Raised to drop a connection on purpose; runner.py keeps it out of aiohttp's error log."""
+
+
+class QuietResets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InjectedReset))
+
+
 class TokenBucket:
     def __init__(self):
         self.state: dict[str, tuple[float, float]] = {}
@@ -156,7 +166,7 @@ async def fault_middleware(request: web.Request, handler):
     elif fault == "reset":
         log.add(**entry, status=0, fault=fault)
         request.transport.close()
-        raise ConnectionResetError("emulator: injected connection reset")
+        raise InjectedReset("emulator: injected connection reset")
     elif fault == "server_error":
         status = (500, 502, 503, 504)[attempt % 4]
         headers = {"Retry-After": str(config.retry_after)} if status == 503 else {}

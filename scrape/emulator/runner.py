@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from .faults import FaultConfig
+from .faults import FaultConfig, QuietResets
 from .files import FileStore
 from .server import Emulator, make_app
 from .world import World
@@ -25,6 +26,7 @@ def build(seed: int = 0, posts: int = 3000, image_scale: float = 1.0,
 
 async def start(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
     """Start serving on the running loop; returns the runner (its port in `runner.addresses`)."""
+    logging.getLogger("aiohttp.server").addFilter(QuietResets())
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="render"))
     runner = web.AppRunner(make_app(emulator), access_log=None, handle_signals=False)
