@@ -95,7 +95,7 @@ async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
             if kind not in IMAGE_TYPES:
                 raise FetchError("not_image", f"the body is {kind or 'not a known format'}")
             if claimed_ext and kind != claimed_ext:
-                log.info("%s: the site says .%s, the bytes are .%s", url, claimed_ext, kind)
+                log.debug("%s: the site says .%s, the bytes are .%s", url, claimed_ext, kind)
             rel = store.put(md5, kind, data)
             return Saved(rel, kind, len(data), corrected=bool(claimed_ext) and
                          kind != claimed_ext)

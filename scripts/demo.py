@@ -31,28 +31,6 @@ def get_json(url: str):
     return json.loads(body) if body.strip() else []
 
 
-def dump_metadata(base: str, out: Path, limit: int) -> int:
-    """Page through Danbooru's API with `b<id>` pages and write posts as JSON lines.
-
-    A stand-in for `scrape --metadata-only` until the scraper lands (issue 3).
-    """
-    n, page = 0, "b999999999"
-    with out.open("w") as f:
-        while n < limit:
-            batch = get_json(f"{base}/posts.json?limit=200&page={page}")
-            if not batch:
-                break
-            for p in batch:
-                f.write(json.dumps({
-                    "site": "danbooru", "id": p["id"], "rating": p["rating"],
-                    "tags": p["tag_string"].split(),
-                    **{f"tags_{c}": p[f"tag_string_{c}"].split()
-                       for c in ("general", "character", "copyright", "artist", "meta")}}) + "\n")
-            n += len(batch)
-            page = f"b{batch[-1]['id']}"
-    return n
-
-
 def run(cmd: list[str]) -> int:
     print("  $ " + " ".join(cmd), flush=True)
     return subprocess.run(cmd).returncode
@@ -76,16 +54,19 @@ def main() -> int:
         visual = get_json(f"{emu.url}/_emulator/visual-tags")
         print(f"   {len(visual)} visual tags the images show: {', '.join(visual[:8])}, ...")
 
-        print("2. scrape: missing (issue 3); dumping Danbooru metadata with plain b-paging")
-        dump = args.out / "posts.jsonl"
-        n = dump_metadata(emu.site("danbooru"), dump, args.posts)
-        print(f"   {n} posts -> {dump}")
-        missing.append("scrape (issue 3)")
+        print("2. scrape: every post of the search, images and tags by category")
+        raw = args.out / "raw"
+        code = run([sys.executable, "-m", "scrape", "--site", "danbooru", "--tags", "",
+                    "--out", str(raw), "--base-url", emu.site("danbooru"), "--rate", "0",
+                    "--limit", str(args.posts)])
+        if code != 0:
+            print("   scrape failed")
+            return code
 
     print("3. prep make-tag-index")
     index = args.out / "tags.csv"
-    code = run([sys.executable, "-m", "prep", "make-tag-index", "--posts", str(dump), "--out",
-                str(index), "--all-posts"])
+    code = run([sys.executable, "-m", "prep", "make-tag-index", "--posts", str(raw), "--out",
+                str(index)])
     if code == 0 and index.exists():
         lines = index.read_text().splitlines()
         print(f"   {len(lines) - 1} tags -> {index}; top: {', '.join(lines[1:4])}")
