@@ -1,0 +1,216 @@
+"""Command line of the prep stage: ``prep <command> ...`` (also ``python -m prep``).
+
+Commands register themselves in :func:`build_parser` with an ``add_<command>`` function that
+adds a subparser and sets ``handler`` (a function ``args -> exit code``). Every command takes
+``-v/--verbose``, ``-q/--quiet`` and ``--config FILE.toml`` (keys are the long option names
+with ``-`` or ``_``; flags given on the command line win). Expected errors (:class:`PrepError`)
+become one line on stderr and exit code 2, as do usage errors.
+
+    prep make-tag-index --posts raw/ --out tags.csv --top-k 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import PrepError, SettingsError
+from .make_tag_index import TagIndexJob, make_tag_index
+from .tag_counts import CountSettings
+from .tag_index import (
+    DEFAULT_CATEGORIES,
+    DEFAULT_EXCLUDE,
+    IndexSettings,
+    parse_categories,
+    read_exclude,
+)
+from .tag_report import format_summary, report_paths
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="only log warnings and errors; no progress bars or summary")
+    parser.add_argument("--config", metavar="FILE.toml", default=default,
+                        help="read option values from a TOML file (flags override)")
+
+
+def add_make_tag_index(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``make-tag-index``."""
+    excluded = textwrap.fill(", ".join(DEFAULT_EXCLUDE), width=78, initial_indent="  ",
+                             subsequent_indent="  ", break_on_hyphens=False)
+    parser = commands.add_parser(
+        "make-tag-index",
+        help="count tags in posts metadata and write the tag index (tags.csv)",
+        description="Count the tags of posts (posts parquet parts of a scrape, or a parquet / "
+        "JSON-lines metadata dump with a 'tags' column) and write the tag index in the format "
+        "of the WD taggers' selected_tags.csv, with a report and a frequency plot next to it "
+        "(tags.csv -> tags.report.json, tags.report.png). Only posts with status 'downloaded' "
+        "count unless --all-posts; input without a status column counts every row.",
+        epilog=f"default --exclude list (meta tags; --no-default-exclude drops it):\n{excluded}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser, argparse.SUPPRESS)
+    parser.add_argument("--posts", nargs="+", required=True, metavar="PATH",
+                        help="scrape output dir (reads posts/*.parquet), dir of parts, "
+                        "or a .parquet / .jsonl file")
+    parser.add_argument("--out", required=True, metavar="tags.csv", help="output CSV path")
+    parser.add_argument("--top-k", type=_int_at_least(0), default=5000,
+                        help="number of tags to keep, rating labels not included; 0 keeps all "
+                        "(default: %(default)s)")
+    parser.add_argument("--min-count", type=_int_at_least(1), default=1,
+                        help="drop tags on fewer counted posts (default: %(default)s)")
+    parser.add_argument("--categories", default=",".join(DEFAULT_CATEGORIES),
+                        help="comma list of categories to keep: general, character, copyright, "
+                        "artist, meta (default: %(default)s)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FILE|TAGS",
+                        help="tags to leave out: a file with one tag per line, or a comma list; "
+                        "repeatable; added to the default list below")
+    parser.add_argument("--no-default-exclude", action="store_true",
+                        help="do not exclude the default meta tags")
+    parser.add_argument("--min-tags-per-post", type=_int_at_least(0), default=0,
+                        help="posts with fewer tags do not count (default: %(default)s)")
+    parser.add_argument("--include-ratings", action="store_true",
+                        help="put the rating labels general, sensitive, questionable, explicit "
+                        "(category 9) first, as in the WD taggers")
+    parser.add_argument("--all-posts", action="store_true",
+                        help="count every post, not only those with status 'downloaded'")
+    parser.add_argument("--workers", type=_int_at_least(0), default=0,
+                        help="reader threads; 0 = one per CPU (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_int_at_least(1), default=65_536,
+                        help="posts per record batch (default: %(default)s)")
+    parser.set_defaults(handler=run_make_tag_index)
+    return parser
+
+
+def run_make_tag_index(args: argparse.Namespace) -> int:
+    """Handler of ``make-tag-index``."""
+    job = TagIndexJob(
+        posts=tuple(Path(p) for p in args.posts),
+        out=Path(args.out),
+        count=CountSettings(all_posts=args.all_posts, min_tags_per_post=args.min_tags_per_post,
+                            batch_size=args.batch_size, workers=args.workers),
+        index=IndexSettings(
+            top_k=args.top_k, min_count=args.min_count,
+            categories=parse_categories(args.categories),
+            exclude=read_exclude(args.exclude, defaults=not args.no_default_exclude),
+            include_ratings=args.include_ratings,
+        ),
+    )
+    report = make_tag_index(job, progress=not args.quiet)
+    if not args.quiet:
+        json_path, png_path = report_paths(job.out)
+        print(format_summary(report))
+        print(f"wrote {job.out}, {json_path}, {png_path}")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and its subparsers by command name."""
+    parser = argparse.ArgumentParser(
+        prog="prep", description="Prepare scraped posts for training: tag index, shards."
+    )
+    _common_options(parser, None)
+    parser.set_defaults(verbose=False, quiet=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = {"make-tag-index": add_make_tag_index(commands)}
+    return parser, subparsers
+
+
+def _apply_config(path: str, sub: argparse.ArgumentParser) -> None:
+    """Make the values of a TOML file the defaults of ``sub``. Raises SettingsError."""
+    try:
+        values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read config {path}: {exc}") from exc
+    known = {a.dest for a in sub._actions} - {"help", "config"}
+    settings = {key.replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SettingsError(f"unknown key(s) in {path}: {', '.join(unknown)}")
+    for action in sub._actions:
+        if action.dest not in settings:
+            continue
+        value = settings[action.dest]
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise SettingsError(f"{path}: {action.dest} must be true or false")
+        elif action.nargs == "+" or isinstance(action, argparse._AppendAction):
+            value = [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif isinstance(value, list):  # categories = ["general", "character"]
+            value = ",".join(str(v) for v in value)
+        else:
+            value = str(value)  # argparse runs the option's type check on string defaults
+        settings[action.dest] = value
+        action.required = False
+    sub.set_defaults(**settings)
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The value of ``--config`` wherever it appears (it must be known before parsing)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    return known.config
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "prep_cli", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.prep_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the prep command line; returns the exit code (0 ok, 2 usage or input error)."""
+    parser, subparsers = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config = _config_path(argv)
+        if config:
+            command = next((a for a in argv if a in subparsers), None)
+            if command is not None:
+                _apply_config(config, subparsers[command])
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the message
+        return exc.code if isinstance(exc.code, int) else 2
+    except PrepError as exc:
+        print(f"prep: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return args.handler(args)
+    except PrepError as exc:
+        print(f"prep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prep: interrupted", file=sys.stderr)
+        return 130
