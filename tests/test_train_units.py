@@ -1,0 +1,127 @@
+"""Training building blocks: metrics against hand-computed values, losses, models, checkpoints."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from train import checkpoint, losses, metrics
+from train.errors import WeightsError
+from train.models import build_model, transfer
+
+
+def test_average_precision_matches_the_definition():
+    scores = np.array([[0.9], [0.8], [0.7], [0.6]])
+    targets = np.array([[1], [0], [1], [0]])
+    # Positives at ranks 1 and 3: AP = (1/1 + 2/3) / 2.
+    assert metrics.average_precision(scores, targets)[0] == pytest.approx((1 + 2 / 3) / 2)
+    assert np.isnan(metrics.average_precision(scores, np.zeros_like(targets))[0])
+
+
+def test_perfect_and_random_scores():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((400, 20)) < 0.2).astype(np.int8)
+    perfect = metrics.evaluate(targets * 0.9 + 0.05, targets)
+    assert perfect["mAP"] == pytest.approx(1.0)
+    assert perfect["at_threshold_micro_f1"] == pytest.approx(1.0)
+    noise = metrics.evaluate(rng.random((400, 20)), targets)
+    assert 0.1 < noise["mAP"] < 0.35          # about the prevalence, 0.2
+
+
+def test_f1_micro_and_macro_by_hand():
+    scores = np.array([[0.9, 0.1], [0.6, 0.8], [0.2, 0.3]])
+    targets = np.array([[1, 0], [0, 1], [1, 1]])
+    m = metrics.f1_at(scores, targets, 0.5)
+    # tag 0: tp 1, fp 1, fn 1 -> f1 0.5; tag 1: tp 1, fp 0, fn 1 -> f1 2/3.
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["micro_precision"] == pytest.approx(2 / 3) and m["micro_recall"] == 0.5
+
+
+def test_per_tag_thresholds_fall_back_below_min_support():
+    rng = np.random.default_rng(1)
+    targets = np.zeros((200, 2), dtype=np.int8)
+    targets[:100, 0] = 1
+    targets[:2, 1] = 1
+    scores = np.where(targets == 1, 0.3, 0.1) + rng.random((200, 2)) * 0.01
+    th = metrics.best_thresholds(scores, targets, fallback=0.77, min_support=5)
+    assert 0.1 < th[0] <= 0.3 and th[1] == 0.77
+
+
+def test_slices_by_frequency_and_category():
+    rng = np.random.default_rng(2)
+    targets = (rng.random((300, 1200)) < 0.05).astype(np.int8)
+    report = metrics.evaluate(rng.random((300, 1200)), targets,
+                              categories=np.array([0] * 1000 + [4] * 200),
+                              counts=targets.sum(axis=0))
+    assert set(report["slices"]) == {"top100", "top1000", "rest", "category_0", "category_4"}
+    assert report["slices"]["top1000"]["tags"] == 1000
+    assert report["slices"]["category_4"]["tags"] == 200
+
+
+@pytest.mark.parametrize("name", ["bce", "focal", "asymmetric"])
+def test_multilabel_losses_fall_when_logits_agree_with_targets(name):
+    loss = losses.make_loss("multilabel", name)
+    targets = (torch.rand(8, 30) < 0.2).float()
+    good = loss(targets * 8 - 4, targets).item()
+    bad = loss(4 - targets * 8, targets).item()
+    assert 0 <= good < bad
+    # Summed over tags: doubling the label space doubles the loss of the same mistakes.
+    wide = loss(torch.cat([4 - targets * 8] * 2, 1), torch.cat([targets] * 2, 1)).item()
+    assert wide == pytest.approx(2 * bad, rel=1e-4)
+
+
+def test_multiclass_loss_is_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0]])
+    expected = -torch.log_softmax(logits, 1)[0, 0]
+    assert losses.make_loss("multiclass")(logits, target) == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
+def test_models_build_by_name_with_a_multilabel_head(name):
+    model = build_model(name, num_outputs=7, weights="none")
+    x = torch.zeros(2, 3, 64, 64)
+    assert model(x).shape == (2, 7)
+    assert model.embed(x).shape == (2, 512)
+    mlp = build_model(name, num_outputs=7, weights="none", head="mlp")
+    assert mlp.eval()(x).shape == (2, 7)
+
+
+def test_unknown_model_and_missing_weights_file_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("resnet9000", 3, weights="none")
+    with pytest.raises(WeightsError, match="no such file"):
+        build_model("resnet18", 3, weights=str(tmp_path / "nope.pth"))
+
+
+def test_local_weights_file_loads_into_the_backbone(tmp_path):
+    import torchvision
+    source = torchvision.models.resnet18(weights=None)
+    torch.save(source.state_dict(), tmp_path / "r18.pth")
+    model = build_model("resnet18", 3, weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(model.features[0].weight, source.conv1.weight)
+
+
+def test_transfer_keeps_layers_that_fit_and_skips_a_new_head():
+    a = build_model("resnet18", 5, weights="none")
+    b = build_model("resnet18", 9, weights="none")
+    loaded, skipped = transfer(b, a.state_dict())
+    assert "head.1.weight" in skipped and "features.0.weight" in loaded
+    assert torch.equal(a.features[0].weight, b.features[0].weight)
+
+
+def test_checkpoint_round_trip_with_rng_states_and_weights_only(tmp_path):
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    state = checkpoint.rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    path = tmp_path / "ck" / "last.pt"
+    checkpoint.save(path, {"step": 7, "rng": state, "w": torch.ones(3)})
+    loaded = torch.load(path, weights_only=True)       # no arbitrary unpickling
+    checkpoint.set_rng_state(loaded["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    assert loaded["step"] == 7 and not list(path.parent.glob(".*tmp"))

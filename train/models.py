@@ -1,0 +1,122 @@
+"""The model factory: torchvision backbones by name with a multi-label head.
+
+    build_model("resnet50", num_outputs=5000, weights="imagenet", head="linear")
+
+`weights` is "imagenet" (torchvision's weights API, which downloads once into the torch hub
+cache and fails offline with a clear message), "none", or a path to a state dict (.pth or
+.safetensors) of the backbone. The classifier is replaced by global average pooling, dropout
+and a linear layer ("linear"), or by the alt-i2v-style BatchNorm + dropout MLP ("mlp").
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+
+class Tagger(nn.Module):
+    """backbone features -> global pooling -> head. `embed()` gives the pooled features."""
+
+    def __init__(self, features: nn.Module, width: int, num_outputs: int, head: str = "linear",
+                 dropout: float = 0.2):
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        if head == "linear":
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_outputs))
+        elif head == "mlp":
+            hidden = min(4096, max(512, width))
+            self.head = nn.Sequential(
+                nn.BatchNorm1d(width), nn.Dropout(dropout), nn.Linear(width, hidden),
+                nn.ReLU(inplace=True), nn.BatchNorm1d(hidden), nn.Dropout(dropout),
+                nn.Linear(hidden, num_outputs))
+        else:
+            raise ValueError(f"unknown head {head!r} (linear or mlp)")
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def available() -> list[str]:
+    """Backbone names this factory can build (resnets, vggs and the other CNNs torchvision has)."""
+    return sorted(n for n in torchvision.models.list_models(module=torchvision.models)
+                  if n.startswith(("resnet", "vgg", "resnext", "wide_resnet", "convnext",
+                                   "efficientnet", "regnet", "mobilenet", "densenet")))
+
+
+def build_model(name: str, num_outputs: int, weights: str = "imagenet", head: str = "linear",
+                dropout: float = 0.2) -> Tagger:
+    """A Tagger on a torchvision backbone; raises WeightsError or ValueError."""
+    if name not in available():
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(available())}")
+    backbone = torchvision.models.get_model(name, weights=None)
+    if weights == "imagenet":
+        backbone.load_state_dict(_imagenet_state(name))
+    elif weights not in ("none", "", None):
+        _load_backbone_file(backbone, Path(weights))
+    features, width = _split(name, backbone)
+    return Tagger(features, width, num_outputs, head, dropout)
+
+
+def _imagenet_state(name: str) -> dict:
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        return enum.DEFAULT.get_state_dict(progress=False, check_hash=False)
+    except Exception as exc:  # noqa: BLE001 - urllib, ssl, OSError all mean "not available"
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise WeightsError(
+            f"cannot load ImageNet weights for {name} ({exc.__class__.__name__}: {exc}). "
+            f"They are downloaded once into {cache}; offline, copy {enum.DEFAULT.url} there, "
+            "or use --weights none or --weights PATH") from None
+
+
+def _load_backbone_file(backbone: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise WeightsError(f"--weights {path}: no such file (use imagenet, none or a path)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if len(missing) == len(backbone.state_dict()):
+        raise WeightsError(f"--weights {path}: no tensor matches the {type(backbone).__name__} "
+                           "backbone")
+    log.info("loaded %s (%d missing, %d unexpected keys)", path, len(missing), len(unexpected))
+
+
+def _split(name: str, backbone: nn.Module) -> tuple[nn.Module, int]:
+    """The convolutional trunk (ending before pooling) and its channel width."""
+    if name.startswith(("resnet", "resnext", "wide_resnet", "regnet")):
+        width = backbone.fc.in_features
+        trunk = nn.Sequential(*[m for n, m in backbone.named_children()
+                                if n not in {"avgpool", "fc"}])
+        return trunk, width
+    if name.startswith(("vgg", "convnext", "efficientnet", "mobilenet", "densenet")):
+        trunk = backbone.features
+        with torch.no_grad():
+            width = trunk(torch.zeros(1, 3, 64, 64)).shape[1]
+        return trunk, width
+    raise ValueError(f"no head rule for {name}")
+
+
+def transfer(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    """Load the tensors of `state` that fit `model` (same name and shape): staged transfer.
+
+    Returns (loaded, skipped) names; a head for another label space is skipped."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fits, strict=False)
+    return sorted(fits), sorted(k for k in state if k not in fits)
