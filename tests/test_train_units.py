@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from train import checkpoint, losses, metrics
-from train.errors import WeightsError
+from train.errors import TrainError, WeightsError
 from train.models import build_model, transfer
 
 
@@ -91,7 +91,7 @@ def test_models_build_by_name_with_a_multilabel_head(name):
 
 
 def test_unknown_model_and_missing_weights_file_are_clear(tmp_path):
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(TrainError, match="unknown model"):
         build_model("resnet9000", 3, weights="none")
     with pytest.raises(WeightsError, match="no such file"):
         build_model("resnet18", 3, weights=str(tmp_path / "nope.pth"))

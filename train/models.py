@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .errors import WeightsError
+from .errors import TrainError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Tagger(nn.Module):
                 nn.ReLU(inplace=True), nn.BatchNorm1d(hidden), nn.Dropout(dropout),
                 nn.Linear(hidden, num_outputs))
         else:
-            raise ValueError(f"unknown head {head!r} (linear or mlp)")
+            raise TrainError(f"unknown head {head!r} (linear or mlp)")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)
@@ -57,9 +57,9 @@ def available() -> list[str]:
 
 def build_model(name: str, num_outputs: int, weights: str = "imagenet", head: str = "linear",
                 dropout: float = 0.2) -> Tagger:
-    """A Tagger on a torchvision backbone; raises WeightsError or ValueError."""
+    """A Tagger on a torchvision backbone; raises TrainError (WeightsError for weights)."""
     if name not in available():
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(available())}")
+        raise TrainError(f"unknown model {name!r}; choose from {', '.join(available())}")
     backbone = torchvision.models.get_model(name, weights=None)
     if weights == "imagenet":
         backbone.load_state_dict(_imagenet_state(name))
@@ -109,7 +109,7 @@ def _split(name: str, backbone: nn.Module) -> tuple[nn.Module, int]:
         with torch.no_grad():
             width = trunk(torch.zeros(1, 3, 64, 64)).shape[1]
         return trunk, width
-    raise ValueError(f"no head rule for {name}")
+    raise TrainError(f"no head rule for {name}")
 
 
 def transfer(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:

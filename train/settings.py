@@ -1,0 +1,57 @@
+"""Every training setting, with its default, in one place; `config.json` is this, resolved."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TrainSettings:
+    shards: str                          # folder or base URL holding manifest.json
+    out: str                             # the run folder
+    # model
+    model: str = "resnet50"
+    weights: str = "imagenet"            # imagenet | none | PATH to backbone weights
+    head: str = "linear"                 # linear (pool, dropout, linear) | mlp (alt-i2v)
+    dropout: float = 0.2
+    task: str | None = None              # multilabel | multiclass | binary (default: manifest)
+    positive: str | None = None          # binary: the class that is "present"
+    init_from: str | None = None         # a previous run: keep the layers that fit
+    # optimisation
+    loss: str = "bce"                    # bce | focal | asymmetric (multilabel)
+    optimizer: str = "adamw"             # adamw | sgd
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    momentum: float = 0.9                # sgd
+    epochs: int = 10
+    batch_size: int = 64
+    grad_accum: int = 1
+    warmup_steps: int | None = None      # default: 5% of the optimizer steps
+    freeze_backbone: bool = False        # linear probe on frozen features
+    head_warmup_steps: int = 0           # train only the head for this many steps first
+    ema: float = 0.0                     # decay of an EMA of the weights (0: off)
+    # data
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    trivial_augment: bool = False        # TrivialAugment without colour operations
+    workers: int = 4
+    shuffle_buffer: int = 2000
+    open_shards: int = 4
+    seed: int = 0
+    # hardware
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    channels_last: bool = True
+    compile: bool = False
+    # evaluation, checkpoints, progress
+    threshold: float = 0.4
+    min_support: int = 5                 # per-tag thresholds need this many positives
+    eval_every: int = 0                  # optimizer steps between evaluations (0: per epoch)
+    checkpoint_every: int = 500
+    log_every: int = 20
+    max_steps: int | None = None         # stop early (the schedule still spans all epochs)
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
