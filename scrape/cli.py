@@ -18,7 +18,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from .errors import ScrapeError, UsageError
+from .errors import FetchError, ScrapeError, UsageError
 from .job import DEFAULT_AGENT, ScrapeJob, ScrapeSettings, Summary
 from .post import RATINGS
 from .sites import SITES
@@ -59,19 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ScrapeSettings:
+def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                  argv: list[str]) -> ScrapeSettings:
+    """Defaults, then --config FILE.toml, then the flags actually given."""
     values = vars(args).copy()
     if args.config:
         try:
             config = tomllib.loads(args.config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise UsageError(f"cannot read --config {args.config}: {exc}") from None
+        given = _given(parser, argv)
+        actions = {a.dest: a for a in parser._actions}
         for key, value in config.items():
             key = key.replace("-", "_")
-            if key not in values:
+            if key not in actions or key in {"config", "help"}:
                 raise UsageError(f"unknown option in {args.config}: {key}")
-            if values[key] == parser.get_default(key):
-                values[key] = value
+            if key not in given:
+                values[key] = _coerce(actions[key], value, args.config)
     for name in ("site", "tags", "out"):           # --tags "" (every post) is allowed
         if values.get(name) is None or (name != "tags" and values[name] == ""):
             raise UsageError(f"--{name} is required")
@@ -88,6 +92,10 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             raise UsageError(f"--{name} must be at least 1")
     if values["rate"] is not None and values["rate"] < 0:
         raise UsageError("--rate must be >= 0")
+    if values["retries"] < 0:
+        raise UsageError("--retries must be >= 0")
+    if values["timeout"] <= 0 or values["backoff"] < 0:
+        raise UsageError("--timeout must be > 0 and --backoff >= 0")
     return ScrapeSettings(
         site=values["site"], tags=values["tags"], out=Path(values["out"]),
         limit=values["limit"], base_url=values["base_url"],
@@ -96,6 +104,28 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         ratings=ratings, min_score=values["min_score"], variant=values["variant"],
         metadata_only=values["metadata_only"], user_agent=values["user_agent"],
         progress=not values["quiet"] and sys.stderr.isatty())
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the flags present on the command line."""
+    tokens = {t.split("=", 1)[0] for t in argv if t.startswith("-")}
+    return {a.dest for a in parser._actions if tokens & set(a.option_strings)}
+
+
+def _coerce(action: argparse.Action, value, source: Path):
+    """A TOML value checked and converted like the flag it stands for."""
+    flag = action.option_strings[-1]
+    if action.nargs == 0:                       # store_true flags
+        if not isinstance(value, bool):
+            raise UsageError(f"{source}: {flag} must be true or false, not {value!r}")
+        return value
+    try:
+        value = action.type(value) if action.type else str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: {flag} has an invalid value {value!r}") from None
+    if action.choices and value not in action.choices:
+        raise UsageError(f"{source}: {flag} must be one of {', '.join(action.choices)}")
+    return value
 
 
 def print_summary(summary: Summary, out: Path) -> None:
@@ -110,6 +140,7 @@ def print_summary(summary: Summary, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -119,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:
-        settings = settings_from(args, parser)
+        settings = settings_from(args, parser, argv)
         summary = asyncio.run(ScrapeJob(settings).run())
     except ScrapeError as exc:
         print(f"scrape: {exc}", file=sys.stderr)
         return 2
+    except FetchError as exc:
+        print(f"scrape: the listing failed after its retries ({exc}); rerun to resume",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("scrape: interrupted; rerun the same command to finish", file=sys.stderr)
         return 130

@@ -71,7 +71,10 @@ class Client:
         that is not retryable (so callers can read an API's error body), and any reply for
         which `final(reply)` is true (an application error that a retry cannot fix)."""
         assert self.session is not None, "use `async with Client(...)`"
-        host = urlsplit(url).netloc
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise FetchError("bad_url", f"not an http(s) URL: {url[:100]!r}")
+        host = parts.netloc
         last: FetchError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
@@ -83,8 +86,11 @@ class Client:
                                             allow_redirects=True) as r:
                     body = await r.read()
                     reply = Reply(r.status, dict(r.headers), body, str(r.url))
-            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                reason = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connection"
+            except (aiohttp.InvalidURL, aiohttp.TooManyRedirects) as exc:
+                raise FetchError("bad_url", f"{exc.__class__.__name__}: {exc}") from None
+            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                    aiohttp.ClientResponseError) as exc:
+                reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
                 if isinstance(exc, aiohttp.ClientPayloadError):
                     reason = "truncated"
                 last = FetchError(reason, f"{reason}: {exc.__class__.__name__} {exc}".strip())
@@ -101,8 +107,7 @@ class Client:
                 await self.pause(attempt, reply.headers.get("Retry-After"))
                 continue
             return reply
-        assert last is not None
-        raise last
+        raise last or FetchError("failed", "no attempt was made")
 
     async def pause(self, attempt: int, retry_after: str | None) -> None:
         if attempt >= self.retries:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -102,16 +103,17 @@ class ScrapeJob:
             async with client:
                 site = site_cls(client, s.base_url, TagCache(archive.db, s.site))
                 queue: asyncio.Queue = asyncio.Queue(maxsize=s.concurrency * 4)
-                workers = [asyncio.create_task(self._worker(client, queue))
-                           for _ in range(s.concurrency)]
                 try:
-                    await self._list(site, queue)
-                    for _ in workers:
-                        await queue.put(None)
-                    await asyncio.gather(*workers)
+                    # A task group: if a worker dies, the listing stops too (no hang).
+                    async with asyncio.TaskGroup() as group:
+                        for _ in range(s.concurrency):
+                            group.create_task(self._worker(client, queue))
+                        await self._list(site, queue)
+                        for _ in range(s.concurrency):
+                            await queue.put(None)
+                except BaseExceptionGroup as group_error:
+                    raise _first(group_error) from None
                 finally:
-                    for w in workers:
-                        w.cancel()
                     self.summary.requests, self.summary.retries = client.requests, client.retried
         finally:
             await self.writer.flush()
@@ -123,11 +125,11 @@ class ScrapeJob:
         seen = 0
         async for page in site.pages(self.s.tags):
             for post in page:
-                if self.s.limit is not None and seen >= self.s.limit:
-                    return
                 seen += 1
                 self.summary.listed += 1
                 await self._decide(post, queue)
+                if self.s.limit is not None and seen >= self.s.limit:
+                    return
             self._progress()
             await self.writer.maybe_flush()
 
@@ -195,8 +197,16 @@ class ScrapeJob:
         runs = self.raw / "runs"
         runs.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        path = runs / f"{stamp}-{self.s.site}.json"
+        path = runs / f"{stamp}-{self.s.site}-{uuid.uuid4().hex[:8]}.json"
         path.write_text(json.dumps({"version": __version__, **self.s.public()}, indent=2))
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first real error of a task group (unwrapping nested groups)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _skip_reason(post: Post) -> str | None:

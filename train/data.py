@@ -168,9 +168,12 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rank, ranks = rank_info()
-        stream, streams = rank * workers + worker, ranks * workers
+        # DataLoader takes its first batch from worker 0; after k batches it would have been
+        # worker k % W's turn, so on resume the workers swap roles to keep the order.
         k = self.skip_batches
-        skip = (k // workers + (worker < k % workers)) * self.batch_size
+        role = (worker + k) % workers
+        stream, streams = rank * workers + role, ranks * workers
+        skip = (k // workers + (role < k % workers)) * self.batch_size
         urls = list(self.split.urls)
         if self.shuffle:
             random.Random(self.seed * 1000003 + self.epoch).shuffle(urls)

@@ -120,6 +120,8 @@ class Run:
             raise TrainError(f"--positive {targets.positive!r} is not a tag of the shards")
         precision = s.precision if s.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
+        torch.manual_seed(s.seed)
+        np.random.seed(s.seed)
         model = build_model(s.model, targets.size, s.weights, s.head, s.dropout)
         if s.init_from:
             self._init_from(model, Path(s.init_from))

@@ -6,11 +6,10 @@ Anonymous users and members may search 2 tags at a time, Gold 6: a 422 becomes a
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-
-import aiohttp
 
 from ..errors import SiteError
 from ..post import Post, as_int, rating_word, safe_ext, valid_md5
@@ -31,7 +30,8 @@ class Danbooru(Site):
     def _headers(self) -> dict | None:
         if self.credentials is None:
             return None
-        return {"Authorization": aiohttp.BasicAuth(*self.credentials).encode()}
+        token = base64.b64encode(":".join(self.credentials).encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
     async def pages(self, tags: str) -> AsyncIterator[list[Post]]:
         terms = tags.lower().split()

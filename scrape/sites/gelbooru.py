@@ -128,8 +128,11 @@ class Gelbooru(Site):
             chunk = missing[i:i + 100]
             reply = await self.client.get(f"{self.base}/index.php", params=self._params(
                 s="tag", names=" ".join(chunk), limit=len(chunk)))
-            found = parse_tags(reply.body.decode("utf-8", "replace")) \
-                if reply.status == 200 else {}
+            if reply.status != 200:             # general for now; asked again next run
+                log.warning("%s: tag API answered HTTP %d", self.name, reply.status)
+                known.update(dict.fromkeys(chunk, "general"))
+                continue
+            found = parse_tags(reply.body.decode("utf-8", "replace"))
             found = {n: found.get(n, "general") for n in chunk}
             known.update(found)
             if self.tag_cache:

@@ -1,0 +1,140 @@
+"""Training runs on CPU with tiny images and resnet18: learning, resume, transfer, tasks."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from train.cli import main
+from train.run import Run
+from train.settings import TrainSettings
+from train_fixtures import emulator_shards, write_shards
+
+BASE = dict(model="resnet18", weights="none", image_size=64, batch_size=32, workers=0,
+            lr=2e-3, log_every=0, shuffle_buffer=200, checkpoint_every=0)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return emulator_shards(tmp_path_factory.mktemp("shards"), posts=420)
+
+
+def _settings(shards, out, **kw) -> TrainSettings:
+    return TrainSettings(shards=str(shards), out=str(out), **{**BASE, **kw})
+
+
+def test_loss_falls_and_map_beats_the_prevalence_baseline(shards, tmp_path):
+    report = Run(_settings(shards, tmp_path / "run", epochs=5)).fit()
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < 0.8 * losses[0]
+    # A model that knows nothing scores each tag by its prevalence: its AP is the prevalence.
+    targets = []
+    for line in (shards / "tags.csv").read_text().splitlines()[1:]:
+        targets.append(int(line.split(",")[3]))
+    train_samples = json.loads((shards / "manifest.json").read_text())["splits"]["train"]
+    baseline = float(np.mean(np.array(targets) / train_samples["samples"]))
+    assert report["mAP"] > baseline + 0.2, (report["mAP"], baseline)
+    for name in ("config.json", "tags.csv", "eval.json", "metrics.png", "model.safetensors",
+                 "checkpoints/last.pt"):
+        assert (tmp_path / "run" / name).exists(), name
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == report["step"] == json.loads(
+        (tmp_path / "run" / "config.json").read_text())["total_steps"]
+    assert {"top100", "category_0"} <= set(report["slices"])
+
+
+def test_resume_continues_exactly_where_the_run_stopped(shards, tmp_path):
+    kw = dict(epochs=2, workers=2, checkpoint_every=2)
+    Run(_settings(shards, tmp_path / "whole", **kw)).fit()
+    Run(_settings(shards, tmp_path / "cut", max_steps=5, **kw)).fit()     # stops mid-epoch
+    cut = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert cut["step"] == 5 and cut["batches_in_epoch"] > 0
+    Run(_settings(shards, tmp_path / "cut", resume=True, **kw)).fit()
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_init_from_and_freeze_backbone_keep_the_features(shards, tmp_path):
+    Run(_settings(shards, tmp_path / "first", epochs=1)).fit()
+    Run(_settings(shards, tmp_path / "probe", epochs=1, task="binary", positive="circle",
+                  init_from=str(tmp_path / "first"), freeze_backbone=True)).fit()
+    first = load_file(str(tmp_path / "first" / "model.safetensors"))
+    probe = load_file(str(tmp_path / "probe" / "model.safetensors"))
+    features = [k for k in first if k.startswith("features.") and "running" not in k
+                and "num_batches" not in k]
+    assert features and all(torch.equal(first[k], probe[k]) for k in features)
+    assert probe["head.1.weight"].shape[0] == 1 and first["head.1.weight"].shape[0] > 1
+
+
+def _colour_shards(root, task):
+    rng = np.random.default_rng(0)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 230)}
+    rows = {"train": [], "val": []}
+    for i in range(240):
+        name = list(colours)[i % 3]
+        noise = rng.integers(0, 60, (32, 32, 3))
+        array = np.clip(np.array(colours[name]) + noise - 30, 0, 255).astype(np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(array).save(out, "JPEG")
+        split = "val" if i % 5 == 0 else "train"
+        rows[split].append((f"{i:09d}", out.getvalue(), {"tags": [name]}))
+    return write_shards(root, rows, [(c, 0) for c in colours], per_shard=60, task=task)
+
+
+def test_multiclass_from_folder_style_shards(tmp_path):
+    shards = _colour_shards(tmp_path / "s", "multiclass")
+    report = Run(_settings(shards, tmp_path / "run", epochs=3, image_size=32)).fit()
+    assert report["task"] == "multiclass"
+    assert report["mAP"] > 0.9
+
+
+def test_binary_with_a_positive_class(tmp_path):
+    shards = _colour_shards(tmp_path / "s", "multiclass")
+    report = Run(_settings(shards, tmp_path / "run", epochs=3, image_size=32, task="binary",
+                           positive="red")).fit()
+    assert report["task"] == "binary" and report["mAP"] > 0.9
+    assert load_file(str(tmp_path / "run" / "model.safetensors"))["head.1.weight"].shape[0] == 1
+
+
+def test_a_corrupt_shard_is_skipped_with_a_warning_and_counted(shards, tmp_path, caplog):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(shards, broken)
+    (broken / "train" / "00099.tar").write_bytes(b"this is not a tar file" * 100)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"].insert(0, "train/00099.tar")
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        report = Run(_settings(broken, tmp_path / "run", epochs=1)).fit()
+    assert report["skipped_samples"] >= 1
+    assert any("00099.tar" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["--stream", "--out", str(tmp_path)]) == 2
+    assert "--shards is required" in capsys.readouterr().err
+    assert main(["--shards", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_imagenet_weights_offline_fail_with_a_clear_message(shards, tmp_path, capsys):
+    from pathlib import Path
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if any(cache.glob("resnet18-*.pth")):
+        pytest.skip("ImageNet weights are cached on this machine")
+    code = main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "r"),
+                 "--model", "resnet18", "--weights", "imagenet", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot load ImageNet weights" in err and "--weights none" in err
