@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from train_fixtures import emulator_shards, write_shards
 
 from train.cli import main
 from train.run import Run
 from train.settings import TrainSettings
-from train_fixtures import emulator_shards, write_shards
 
 BASE = dict(model="resnet18", weights="none", image_size=64, batch_size=32, workers=0,
             lr=2e-3, log_every=0, shuffle_buffer=200, checkpoint_every=0)
@@ -41,7 +41,7 @@ def test_loss_falls_and_map_beats_the_prevalence_baseline(shards, tmp_path):
     for line in (shards / "tags.csv").read_text().splitlines()[1:]:
         targets.append(int(line.split(",")[3]))
     train_samples = json.loads((shards / "manifest.json").read_text())["splits"]["train"]
-    baseline = float(np.mean(np.array(targets) / train_samples["samples"]))
+    baseline = float(np.mean(np.array(targets) / train_samples["successes"]))
     assert report["mAP"] > baseline + 0.2, (report["mAP"], baseline)
     for name in ("config.json", "tags.csv", "eval.json", "metrics.png", "model.safetensors",
                  "checkpoints/last.pt"):
@@ -114,7 +114,8 @@ def test_a_corrupt_shard_is_skipped_with_a_warning_and_counted(shards, tmp_path,
     shutil.copytree(shards, broken)
     (broken / "train" / "00099.tar").write_bytes(b"this is not a tar file" * 100)
     manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["splits"]["train"]["shards"].insert(0, "train/00099.tar")
+    manifest["splits"]["train"]["shards"].insert(0, {"name": "00099", "count": 0,
+                                                     "successes": 0})
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with caplog.at_level(logging.WARNING):
         report = Run(_settings(broken, tmp_path / "run", epochs=1)).fit()

@@ -62,14 +62,15 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
     splits = {}
     for split, items in rows.items():
         (root / split).mkdir(exist_ok=True)
-        names = []
+        shards = []
         for i in range(0, len(items), per_shard):
-            name = f"{i // per_shard:05d}.tar"
-            with wds.TarWriter(str(root / split / name)) as tw:
-                for key, jpg, meta in items[i:i + per_shard]:
+            name = f"{i // per_shard:05d}"
+            chunk = items[i:i + per_shard]
+            with wds.TarWriter(str(root / split / f"{name}.tar")) as tw:
+                for key, jpg, meta in chunk:
                     tw.write({"__key__": key, "jpg": jpg, "json": json.dumps(meta).encode()})
-            names.append(f"{split}/{name}")
-        splits[split] = {"shards": names, "samples": len(items)}
+            shards.append({"name": name, "count": len(chunk), "successes": len(chunk)})
+        splits[split] = {"shards": shards, "count": len(items), "successes": len(items)}
     (root / "manifest.json").write_text(json.dumps({"format_version": 1, "task": task,
                                                     "splits": splits}))
     return root

@@ -53,18 +53,20 @@ def read_manifest(root: str) -> dict:
 
 
 def split_of(root: str, manifest: dict, name: str) -> Split:
-    """Shard URLs and sample count of one split (train or val)."""
+    """Shard URLs and sample count of one split (train or val) of a shards manifest:
+    `splits.<name>.shards` lists `{"name": "00000", "successes": n, ...}` (shards/format.py)."""
     split = (manifest.get("splits") or {}).get(name)
     if not split:
         raise DataError(f"{root}: the manifest has no {name!r} split")
     urls = []
     for shard in split["shards"]:
         shard = shard if isinstance(shard, str) else shard["name"]
+        if not shard.endswith(".tar"):
+            shard += ".tar"
         if "://" not in shard and not shard.startswith("/"):
-            shard = shard if "/" in shard else f"{name}/{shard}"
-            shard = f"{root.rstrip('/')}/{shard}"
+            shard = f"{root.rstrip('/')}/{shard if '/' in shard else f'{name}/{shard}'}"
         urls.append(shard)
-    return Split(urls, int(split.get("samples", 0)))
+    return Split(urls, int(split.get("successes", split.get("count", 0))))
 
 
 def rank_info() -> tuple[int, int]:
