@@ -139,3 +139,21 @@ def test_imagenet_weights_offline_fail_with_a_clear_message(shards, tmp_path, ca
                  "--model", "resnet18", "--weights", "imagenet", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot load ImageNet weights" in err and "--weights none" in err
+
+
+def test_exported_model_loads_with_plain_torchvision_as_the_readme_shows(shards, tmp_path):
+    import torchvision
+    Run(_settings(shards, tmp_path / "run", epochs=1, max_steps=1)).fit()
+    state = load_file(str(tmp_path / "run" / "model.safetensors"))
+    tags = [r["name"] for r in csv.DictReader((tmp_path / "run" / "tags.csv").open())]
+    backbone = torchvision.models.resnet18(weights=None)
+    model = torch.nn.Sequential()
+    model.features = torch.nn.Sequential(*list(backbone.children())[:-2])
+    model.pool, model.flatten = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    model.head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(512, len(tags)))
+    model.load_state_dict(state, strict=True)
+    from train.models import build_model
+    ours = build_model("resnet18", len(tags), weights="none")
+    ours.load_state_dict(state)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(model.eval()(x), ours.eval()(x), atol=1e-5)
