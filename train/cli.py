@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream from the shards (the only mode; accepted for clarity)")
     p.add_argument("--shards", help="shards folder or base URL with manifest.json (required)")
     p.add_argument("--out", help="the run folder (required)")
+    p.add_argument("--tags", help="tags.csv path or URL (default: the one beside the shards)")
+    p.add_argument("--epoch-samples", type=int, help="samples per epoch when --shards is a "
+                   "brace pattern of tar URLs without a manifest")
     p.add_argument("--config", type=Path, metavar="FILE.toml",
                    help="settings from a TOML file (flags win)")
     g = p.add_argument_group("model")
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["tag"]:
         from .tag_cli import main as tag_main
         return tag_main(argv[1:])
+    if argv[:1] == ["export"]:
+        from .export import main as export_main
+        return export_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

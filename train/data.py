@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
 from .errors import DataError
+from .remote import open_stream, tar_samples
 
 log = logging.getLogger(__name__)
 MEAN = (0.485, 0.456, 0.406)
@@ -46,7 +46,7 @@ def read_manifest(root: str) -> dict:
     """The shards' manifest.json from a folder or a base URL."""
     path = f"{root.rstrip('/')}/manifest.json"
     try:
-        with wds.gopen(path, "rb") as f:
+        with open_stream(path) as f:
             return json.load(f)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
@@ -222,7 +222,7 @@ class ShardStream(IterableDataset):
 
     def _samples(self, url: str, worker: int):
         try:
-            yield from wds.tarfile_samples([{"url": url}], handler=wds.reraise_exception)
+            yield from tar_samples(url)
         except Exception as exc:  # noqa: BLE001 - a broken shard must not stop training
             self.errors[worker] += 1
             log.warning("skipping the rest of %s: %s", url, exc)
@@ -234,7 +234,7 @@ class ShardStream(IterableDataset):
             target = self.targets(list(meta.get("tags") or meta.get("labels") or []))
             if target is None:
                 return None
-            return self.transform(decode_image(data)), target
+            return self.transform(decode_image(data)), target, str(sample.get("__key__"))
         except Exception as exc:  # noqa: BLE001 - one bad sample is skipped and counted
             self.errors[worker] += 1
             log.warning("skipping sample %s: %s", sample.get("__key__"), exc)

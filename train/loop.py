@@ -26,6 +26,8 @@ class StepState:
     epoch: int = 0
     batches_in_epoch: int = 0     # micro-batches done in the current epoch
     images: int = 0
+    streams: int = 1              # ranks x workers the data position refers to
+    world: int = 1                # ranks (batches_in_epoch counts one rank's batches)
 
 
 def autocast(device: torch.device, precision: str):
@@ -38,7 +40,7 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, sch
                     state: StepState, device: torch.device, precision: str = "fp32",
                     grad_accum: int = 1, total_steps: int = 0, log_every: int = 20,
                     channels_last: bool = False, ema=None,
-                    on_step: Callable[[], bool] | None = None) -> dict:
+                    on_step: Callable[[], bool] | None = None, trace=None) -> dict:
     """One pass over `loader`. Returns mean loss, images/s and the data-wait share.
     `on_step()` returning True stops the epoch early (the run is stopping)."""
     model.train()
@@ -48,8 +50,10 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, sch
     window: list[float] = []
     images = window_images = 0
     t_data = time.perf_counter()
-    for x, y in loader:
+    for x, y, keys in loader:
         now = time.perf_counter()
+        if trace is not None:
+            trace.write("".join(f"{state.step} {k}\n" for k in keys))
         waited += now - t_data
         window_wait += now - t_data
         x = x.to(device, non_blocking=True)
@@ -98,7 +102,7 @@ def evaluate(model: nn.Module, loader, loss_fn: nn.Module, device: torch.device,
     softmax for multiclass)."""
     model.eval()
     scores, targets, losses = [], [], []
-    for x, y in loader:
+    for x, y, _ in loader:
         x, y = x.to(device), y.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

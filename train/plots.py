@@ -24,14 +24,15 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
             left.plot(x, y, marker="o", label=key)
     left.set_xlabel("step")
     left.set_title("loss")
-    left.legend()
     for key in ("mAP", "micro_f1", "macro_f1"):
         x, y = series(key)
         if x:
             right.plot(x, y, marker="o", label=key)
     right.set_xlabel("step")
     right.set_title("validation")
-    right.legend()
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)

@@ -12,21 +12,24 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from braceexpand import braceexpand
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .data import ShardStream, Targets, read_manifest, split_of, transforms
 from .errors import DataError, TrainError
 from .loop import StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
 from .models import build_model, transfer
+from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
 from .tag_index import read_tags, write_tags
 
@@ -40,21 +43,31 @@ class Run:
         self.ckpt = self.out / "checkpoints" / "last.pt"
 
     # -- setup ----------------------------------------------------------------------------
-    def _device(self) -> torch.device:
+    def _device(self, local_rank: int = 0) -> torch.device:
         name = self.s.device
         if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
+            name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise TrainError("--device cuda: no CUDA device is available")
         return torch.device(name)
+
+    def _manifest(self) -> dict:
+        """The shards' manifest; for a brace pattern of tar URLs, one made from the flags."""
+        s = self.s
+        if "{" not in s.shards and not s.shards.endswith(".tar"):
+            return read_manifest(s.shards)
+        if not s.tags or not s.epoch_samples:
+            raise TrainError("a shard pattern such as 'https://host/ds/train/{00000..00099}.tar'"
+                             " needs --tags (tags.csv path or URL) and --epoch-samples")
+        urls = list(braceexpand(s.shards))
+        return {"splits": {"train": {"shards": urls, "successes": s.epoch_samples}}}
 
     def _tags(self, manifest: dict) -> tuple[list[dict], str]:
         run_tags = self.out / "tags.csv"
         if self.s.resume and run_tags.exists():
             tags = read_tags(run_tags)
         else:
-            source = f"{self.s.shards.rstrip('/')}/tags.csv"
-            tags = read_tags(source)
+            tags = read_tags(self.s.tags or f"{self.s.shards.rstrip('/')}/tags.csv")
         task = self.s.task or manifest.get("task") or "multilabel"
         if task not in {"multilabel", "multiclass", "binary"}:
             raise TrainError(f"unknown task {task!r}")
@@ -86,33 +99,18 @@ class Run:
                           generator=torch.Generator().manual_seed(s.seed * 1000 + epoch),
                           persistent_workers=False)
 
-    def _optimizer(self, model):
-        s = self.s
-        decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": s.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        if s.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=s.lr)
-        if s.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=True)
-        raise TrainError(f"unknown optimizer {s.optimizer!r} (adamw or sgd)")
-
-    def _schedule(self, optimizer, total: int):
-        warmup = self.s.warmup_steps if self.s.warmup_steps is not None else max(1, total // 20)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
     # -- the run --------------------------------------------------------------------------
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            distributed.teardown()
+
+    def _fit(self) -> dict:
         s = self.s
-        self.device = self._device()
-        manifest = read_manifest(s.shards)
+        rank, world, local = distributed.setup()
+        self.device = self._device(local)
+        manifest = self._manifest()
         tags, task = self._tags(manifest)
         names = [t["name"] for t in tags]
         targets = Targets(names, task, s.positive)
@@ -135,27 +133,36 @@ class Run:
         per_epoch = streams * (train_ds.per_stream(streams) // s.batch_size)
         if per_epoch == 0:
             raise DataError(f"{train_ds.split.samples} training samples are fewer than one "
-                            f"batch of {s.batch_size} per worker; lower --batch-size or "
-                            "--workers")
+                            f"batch of {s.batch_size} per worker and rank; lower --batch-size "
+                            "or --workers")
         total = s.epochs * per_epoch // s.grad_accum
-        optimizer = self._optimizer(model)
-        scheduler = self._schedule(optimizer, total)
+        optimizer = make_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.momentum)
+        scheduler = make_schedule(optimizer, total, s.warmup_steps,
+                                  0 if s.freeze_backbone else s.head_warmup_steps)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(s.ema)) if s.ema else None
-        state = StepState()
-        self.out.mkdir(parents=True, exist_ok=True)
+        state = StepState(streams=world * streams, world=world)
         if s.resume and self.ckpt.exists():
             self._restore(model, optimizer, scheduler, ema, state)
         elif s.resume:
             log.warning("--resume: no checkpoint in %s, starting afresh", self.ckpt.parent)
-        write_tags(self.out / "tags.csv", tags)
-        (self.out / "config.json").write_text(json.dumps(
-            {**s.to_dict(), "task": task, "precision": precision, "device": str(self.device),
-             "steps_per_epoch": per_epoch // s.grad_accum, "total_steps": total}, indent=2))
+        if distributed.is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_tags(self.out / "tags.csv", tags)
+            (self.out / "config.json").write_text(json.dumps(
+                {**s.to_dict(), "task": task, "precision": precision, "device": str(self.device),
+                 "world_size": world, "steps_per_epoch": per_epoch // s.grad_accum,
+                 "total_steps": total}, indent=2))
         loss_fn = make_loss(task, s.loss)
-        forward_model = torch.compile(model) if s.compile else model
+        forward_model = model
+        if world > 1:
+            forward_model = DistributedDataParallel(
+                model, device_ids=[local] if self.device.type == "cuda" else None)
+        if s.compile:
+            forward_model = torch.compile(forward_model)
         categories = np.array([t["category"] for t in tags])
         counts = np.array([t["count"] for t in tags], dtype=np.float64)
         stop_at = min(total, s.max_steps) if s.max_steps else total
+        trace = self._trace_file(rank)
 
         def validate() -> dict:
             if val_ds is None:
@@ -163,6 +170,8 @@ class Run:
             eval_model = ema.module if ema is not None else model
             sc, tg, vloss = evaluate(eval_model, self._loader(val_ds, 0, False), loss_fn,
                                      self.device, task, precision, channels_last)
+            sc, tg = distributed.gather_rows(sc), distributed.gather_rows(tg)
+            vloss = distributed.mean(vloss if vloss == vloss else 0.0, self.device)
             if not len(sc):
                 return {}
             report = score(sc, tg, categories if task == "multilabel" else None,
@@ -172,9 +181,7 @@ class Run:
             return report
 
         def on_step() -> bool:
-            if s.head_warmup_steps and state.step == s.head_warmup_steps and \
-                    not s.freeze_backbone:
-                model.features.requires_grad_(True)
+            if s.head_warmup_steps and state.step == s.head_warmup_steps:
                 log.info("step %d: head warm-up done, the backbone trains too", state.step)
             if s.checkpoint_every and state.step % s.checkpoint_every == 0:
                 self._save(model, optimizer, scheduler, ema, state)
@@ -182,14 +189,14 @@ class Run:
                 self._record(state, validate(), {})
             return state.step >= stop_at
 
-        if s.head_warmup_steps and state.step < s.head_warmup_steps:
-            model.features.requires_grad_(False)
         while state.step < stop_at and state.epoch < s.epochs:
             skip = state.batches_in_epoch
             loader = self._loader(train_ds, state.epoch, True, skip)
             stats = train_one_epoch(forward_model, loader, loss_fn, optimizer, scheduler,
                                     state, self.device, precision, s.grad_accum, total,
-                                    s.log_every, channels_last, ema, on_step)
+                                    s.log_every if distributed.is_main() else 0,
+                                    channels_last, ema, on_step, trace)
+            stats["train_loss"] = distributed.mean(stats["train_loss"], self.device)
             errors = int(train_ds.errors.sum())
             if errors:
                 log.warning("%d unreadable shards or samples skipped so far", errors)
@@ -203,20 +210,34 @@ class Run:
         self._save(model, optimizer, scheduler, ema, state)
         final = validate()
         final.update({"step": state.step, "epoch": state.epoch, "task": task,
-                      "skipped_samples": int(train_ds.errors.sum())})
-        (self.out / "eval.json").write_text(json.dumps(final, indent=2))
-        self._export(ema.module if ema is not None else model)
-        self._plot()
+                      "world_size": world, "skipped_samples": int(train_ds.errors.sum())})
+        if distributed.is_main():
+            (self.out / "eval.json").write_text(json.dumps(final, indent=2))
+            self._export(ema.module if ema is not None else model)
+            self._plot()
+        if trace is not None:
+            trace.close()
         return final
+
+    def _trace_file(self, rank: int):
+        """With BOORU_TAGGER_TRACE=1 in the environment (a debugging aid), each rank lists
+        the sample keys it trained on in run/samples-rank<r>.txt as `step key` lines."""
+        if os.environ.get("BOORU_TAGGER_TRACE") != "1" and not self.s.extra.get("trace"):
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        return (self.out / f"samples-rank{rank}.txt").open("a")
 
     # -- checkpoints, metrics, export -----------------------------------------------------
     def _save(self, model, optimizer, scheduler, ema, state: StepState) -> None:
+        if not distributed.is_main():
+            return
         checkpoint.save(self.ckpt, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "step": state.step, "epoch": state.epoch, "batches_in_epoch": state.batches_in_epoch,
-            "images": state.images, "rng": checkpoint.rng_state()})
+            "images": state.images, "streams": state.streams, "world": state.world,
+            "rng": checkpoint.rng_state()})
 
     def _restore(self, model, optimizer, scheduler, ema, state: StepState) -> None:
         saved = checkpoint.load(self.ckpt)
@@ -227,6 +248,14 @@ class Run:
             ema.load_state_dict(saved["ema"])
         state.step, state.epoch = saved["step"], saved["epoch"]
         state.batches_in_epoch, state.images = saved["batches_in_epoch"], saved["images"]
+        if saved.get("streams", state.streams) != state.streams:
+            # Another world size or worker count: the epoch goes on from the same share of
+            # its samples, in a new order (exact continuation needs the same layout).
+            world_before = saved.get("world", 1)
+            state.batches_in_epoch = state.batches_in_epoch * world_before // state.world
+            log.warning("resuming with %d ranks x workers instead of %d: the rest of epoch %d "
+                        "is read in a different order", state.streams, saved["streams"],
+                        state.epoch)
         checkpoint.set_rng_state(saved["rng"])
         log.info("resumed from %s at step %d (epoch %d, batch %d)", self.ckpt, state.step,
                  state.epoch, state.batches_in_epoch)
@@ -249,6 +278,8 @@ class Run:
                  len(skipped), ", ".join(skipped[:4]))
 
     def _record(self, state: StepState, report: dict, stats: dict) -> None:
+        if not distributed.is_main():
+            return
         row = {"step": state.step, "epoch": state.epoch, "images": state.images,
                "train_loss": stats.get("train_loss", ""), "val_loss": report.get("val_loss", ""),
                "mAP": report.get("mAP", ""),

@@ -7,8 +7,11 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class TrainSettings:
-    shards: str                          # folder or base URL holding manifest.json
+    shards: str                          # folder or base URL holding manifest.json, or a
+                                         # brace pattern of tar URLs (with tags, epoch_samples)
     out: str                             # the run folder
+    tags: str | None = None              # tags.csv path or URL (default: the shards' copy)
+    epoch_samples: int | None = None     # samples per epoch for a shard pattern
     # model
     model: str = "resnet50"
     weights: str = "imagenet"            # imagenet | none | PATH to backbone weights

@@ -6,9 +6,8 @@ import csv
 import io
 from pathlib import Path
 
-import webdataset as wds
-
 from .errors import DataError
+from .remote import open_stream
 
 FIELDS = ("tag_id", "name", "category", "count")
 
@@ -16,7 +15,7 @@ FIELDS = ("tag_id", "name", "category", "count")
 def read_tags(source: str | Path) -> list[dict]:
     """Rows of a tags.csv from a path or URL; row i is model output i."""
     try:
-        with wds.gopen(str(source), "rb") as f:
+        with open_stream(str(source)) as f:
             text = f.read().decode("utf-8")
     except OSError as exc:
         raise DataError(f"cannot read the tag index {source}: {exc}") from None

@@ -1,0 +1,148 @@
+"""`train export`: a run's model as ONNX, with a dynamic batch axis.
+
+    train export --run run/ --format onnx [--out run/model.onnx] [--opset 18]
+
+The graph takes `images`, float32 (batch, 3, S, S) at the run's image size S, RGB scaled to
+[0, 1] and normalised with the ImageNet mean and std (as `tag` prepares them), and gives
+`scores` (batch, outputs): probabilities, sigmoid per tag (softmax for a multiclass run), in
+the order of run/tags.csv; and `embedding` (batch, width): the pooled features. The model's
+metadata repeats the task, image size, normalisation and label names. Uses torch's
+torch.export-based exporter (needs `onnx` and `onnxscript`); when onnxruntime is installed,
+the file is checked against torch on a batch of another size than the one it was traced with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import MEAN, STD
+from .errors import TrainError
+from .inference import LoadedRun, load_run, probabilities
+
+log = logging.getLogger(__name__)
+MIN_OPSET = 18
+TRACE_BATCH = 2
+
+
+class Exported(nn.Module):
+    """images -> (scores, embedding): the graph that goes into the ONNX file."""
+
+    def __init__(self, run: LoadedRun):
+        super().__init__()
+        self.model, self.task = run.model, run.task
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.embed(images)
+        return probabilities(self.model.head(features), self.task), features
+
+
+def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool = False) -> Path:
+    """Write `run`'s model to `out` as ONNX (atomically). Raises TrainError."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401 - torch's exporter needs it; fail here, clearly
+    except ImportError as exc:
+        raise TrainError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is "
+                         "missing): pip install onnx onnxscript") from None
+    if opset < MIN_OPSET:
+        raise TrainError(f"--opset {opset}: torch's exporter writes opset {MIN_OPSET} or newer")
+    model = Exported(run).eval().cpu()
+    example = torch.rand(TRACE_BATCH, 3, run.image_size, run.image_size)
+    tmp = out.with_name(f".{out.name}.tmp")
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    try:
+        with quiet:
+            torch.onnx.export(model, (example,), str(tmp), dynamo=True, verbose=verbose,
+                              input_names=["images"], output_names=["scores", "embedding"],
+                              dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+                              opset_version=opset, external_data=False)
+        proto = onnx.load(str(tmp))
+        got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        if got != opset:
+            raise TrainError(f"--opset {opset}: the exporter could only write opset {got}")
+        meta = {"task": run.task, "image_size": str(run.image_size), "mean": json.dumps(MEAN),
+                "std": json.dumps(STD), "input": "RGB, [0, 1], normalised, NCHW",
+                "resize": run.resize, "background": "white", "labels": json.dumps(run.names),
+                "positive": run.positive or "", "model": str(run.config.get("model"))}
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+        tmp.replace(out)
+    except TrainError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; one line each
+        raise TrainError(f"ONNX export failed: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0][:300] if str(exc) else ''}") \
+            from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def check_onnx(run: LoadedRun, path: Path, batch: int = TRACE_BATCH + 3) -> float | None:
+    """Largest absolute difference of the ONNX scores from torch's on a random batch of
+    `batch` images (another size than the traced one); None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(batch, 3, run.image_size, run.image_size, generator=torch.Generator()
+                   .manual_seed(0))
+    with torch.inference_mode():
+        want = Exported(run).eval().cpu()(x)[0].numpy()
+    got = session.run(["scores"], {"images": x.numpy()})[0]
+    return float(abs(got - want).max())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, type=Path, help="a finished train run folder")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", type=Path, help="default: RUN/model.onnx")
+    p.add_argument("--opset", type=int, default=MIN_OPSET)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if not args.verbose:                    # the exporter's passes log every step at INFO
+        for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    out = args.out or args.run / "model.onnx"
+    try:
+        run = load_run(args.run, device="cpu", precision="fp32", resize="auto")
+        if not out.parent.is_dir():
+            raise TrainError(f"--out {out}: the folder {out.parent} does not exist")
+        export_onnx(run, out, args.opset, args.verbose)
+        diff = check_onnx(run, out)
+    except TrainError as exc:
+        print(f"train export: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        check = ("not checked (onnxruntime is not installed)" if diff is None
+                 else f"checked against torch: largest score difference {diff:.1e}")
+        print(f"train export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset "
+              f"{args.opset}, dynamic batch, {run.image_size} px, {len(run.names)} outputs); "
+              f"{check}")
+    return 0
