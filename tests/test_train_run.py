@@ -157,3 +157,10 @@ def test_exported_model_loads_with_plain_torchvision_as_the_readme_shows(shards,
     ours.load_state_dict(state)
     x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(model.eval()(x), ours.eval()(x), atol=1e-5)
+
+
+def test_device_decoding_trains_on_encoded_batches(shards, tmp_path):
+    # On CPU the "device" is the CPU: the path that hands JPEG bytes to decode_jpeg is the same.
+    report = Run(_settings(shards, tmp_path / "run", epochs=1, device_decode=True,
+                           workers=2)).fit()
+    assert report["step"] > 0 and report["skipped_samples"] == 0

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    default=None)
     g.add_argument("--compile", action="store_true", default=None)
+    g.add_argument("--device-decode", action="store_true", default=None,
+                   help="decode JPEGs and augment on the training device (nvJPEG on a GPU) "
+                   "instead of on the CPU workers")
     g = p.add_argument_group("evaluation and checkpoints")
     for name, kind in (("threshold", float), ("min-support", int), ("eval-every", int),
                        ("checkpoint-every", int), ("log-every", int)):

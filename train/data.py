@@ -134,7 +134,8 @@ def decode_image(data: bytes) -> torch.Tensor:
 
 
 class ShardStream(IterableDataset):
-    """One epoch of (image, target) pairs for this rank's DataLoader workers."""
+    """One epoch of (image, target, key) for this rank's DataLoader workers. With
+    `transform=None` the image stays encoded (JPEG bytes) for `DeviceDecoder`."""
 
     def __init__(self, split: Split, targets: Targets, transform, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, open_shards: int = 4,
@@ -234,7 +235,12 @@ class ShardStream(IterableDataset):
             target = self.targets(list(meta.get("tags") or meta.get("labels") or []))
             if target is None:
                 return None
-            return self.transform(decode_image(data)), target, str(sample.get("__key__"))
+            key = str(sample.get("__key__"))
+            if self.transform is None:          # decoded later, on the training device
+                if data[:3] != b"\xff\xd8\xff":
+                    raise ValueError("device decoding needs JPEG shards")
+                return torch.frombuffer(bytearray(data), dtype=torch.uint8), target, key
+            return self.transform(decode_image(data)), target, key
         except Exception as exc:  # noqa: BLE001 - one bad sample is skipped and counted
             self.errors[worker] += 1
             log.warning("skipping sample %s: %s", sample.get("__key__"), exc)
@@ -253,3 +259,23 @@ def _buffer_shuffle(samples, size: int, rng: random.Random):
         buffer[i] = sample
     rng.shuffle(buffer)
     yield from buffer
+
+
+def encoded_collate(batch: list) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+    """Batch encoded images as a list (their lengths differ)."""
+    images, targets, keys = zip(*batch, strict=True)
+    return list(images), torch.stack(targets), list(keys)
+
+
+class DeviceDecoder:
+    """JPEG decoding and the transforms on the training device (nvJPEG on a GPU), for when
+    the CPU cores cannot decode as fast as the GPU trains."""
+
+    def __init__(self, transform, device: torch.device):
+        self.transform = transform
+        self.device = device
+
+    def __call__(self, encoded: list[torch.Tensor]) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        return torch.stack([self.transform(im) for im in images])

@@ -40,7 +40,8 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, sch
                     state: StepState, device: torch.device, precision: str = "fp32",
                     grad_accum: int = 1, total_steps: int = 0, log_every: int = 20,
                     channels_last: bool = False, ema=None,
-                    on_step: Callable[[], bool] | None = None, trace=None) -> dict:
+                    on_step: Callable[[], bool] | None = None, trace=None,
+                    decoder=None) -> dict:
     """One pass over `loader`. Returns mean loss, images/s and the data-wait share.
     `on_step()` returning True stops the epoch early (the run is stopping)."""
     model.train()
@@ -56,7 +57,7 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, sch
             trace.write("".join(f"{state.step} {k}\n" for k in keys))
         waited += now - t_data
         window_wait += now - t_data
-        x = x.to(device, non_blocking=True)
+        x = decoder(x) if decoder is not None else x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -23,7 +23,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed
-from .data import ShardStream, Targets, read_manifest, split_of, transforms
+from .data import (
+    DeviceDecoder,
+    ShardStream,
+    Targets,
+    encoded_collate,
+    read_manifest,
+    split_of,
+    transforms,
+)
 from .errors import DataError, TrainError
 from .loop import StepState, evaluate, train_one_epoch
 from .losses import make_loss
@@ -75,11 +83,11 @@ class Run:
 
     def _loaders(self, manifest: dict, targets: Targets):
         s = self.s
+        augment = transforms(s.image_size, True, tuple(s.crop_scale), s.trivial_augment)
+        self.decoder = DeviceDecoder(augment, self.device) if s.device_decode else None
         train = ShardStream(split_of(s.shards, manifest, "train"), targets,
-                            transforms(s.image_size, True, tuple(s.crop_scale),
-                                       s.trivial_augment),
-                            seed=s.seed, shuffle_buffer=s.shuffle_buffer,
-                            open_shards=s.open_shards)
+                            None if s.device_decode else augment, seed=s.seed,
+                            shuffle_buffer=s.shuffle_buffer, open_shards=s.open_shards)
         try:
             val_split = split_of(s.shards, manifest, "val")
         except DataError:
@@ -94,8 +102,10 @@ class Run:
         s = self.s
         if train:
             dataset.set_epoch(epoch, skip, s.batch_size)
+        collate = encoded_collate if train and self.decoder is not None else None
         return DataLoader(dataset, batch_size=s.batch_size, num_workers=s.workers,
                           drop_last=train, pin_memory=self.device.type == "cuda",
+                          collate_fn=collate,
                           generator=torch.Generator().manual_seed(s.seed * 1000 + epoch),
                           persistent_workers=False)
 
@@ -195,7 +205,7 @@ class Run:
             stats = train_one_epoch(forward_model, loader, loss_fn, optimizer, scheduler,
                                     state, self.device, precision, s.grad_accum, total,
                                     s.log_every if distributed.is_main() else 0,
-                                    channels_last, ema, on_step, trace)
+                                    channels_last, ema, on_step, trace, self.decoder)
             stats["train_loss"] = distributed.mean(stats["train_loss"], self.device)
             errors = int(train_ds.errors.sum())
             if errors:

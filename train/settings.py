@@ -46,6 +46,7 @@ class TrainSettings:
     precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: bool = True
     compile: bool = False
+    device_decode: bool = False          # decode JPEGs on the training device (nvJPEG)
     # evaluation, checkpoints, progress
     threshold: float = 0.4
     min_support: int = 5                 # per-tag thresholds need this many positives
