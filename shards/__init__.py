@@ -1,1 +1,31 @@
-"""booru-tagger: the shard format (WebDataset tar + parquet pairs); arrives with issue 5."""
+"""booru-tagger shards: WebDataset tar + parquet pairs with a manifest (DESIGN.md, boundary 3).
+
+    format.py   file names, parquet columns, sample keys, manifest location, atomic JSON
+    writer.py   ShardWriter: one shard, tar and parquet renamed into place, stats written last
+    reader.py   webdataset-style stages: list_shards -> tar_samples -> decode; read_shards
+
+``prep make-shards`` writes shards through :class:`ShardWriter`; ``train`` reads them through
+the stages, plain ``webdataset.WebDataset`` or Hugging Face ``datasets``. The reader names are
+imported on first use: webdataset imports torch, which writing shards does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import ManifestError, ShardsError
+from .format import FORMAT_NAME, FORMAT_VERSION, PARQUET_SCHEMA, make_key
+from .writer import ShardWriter
+
+_READER = ("decode", "list_shards", "log_and_continue", "read_manifest", "read_shards",
+           "shard_urls", "tar_samples")
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "PARQUET_SCHEMA", "ManifestError", "ShardWriter",
+           "ShardsError", "make_key", *_READER]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _READER:
+        return getattr(importlib.import_module(".reader", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -232,7 +232,10 @@ class ShardStream(IterableDataset):
         try:
             meta = json.loads(sample["json"])
             data = next(sample[k] for k in IMAGE_KEYS if k in sample)
-            target = self.targets(list(meta.get("tags") or meta.get("labels") or []))
+            tags = list(meta.get("tags") or meta.get("labels") or [])
+            if meta.get("rating"):              # rating rows of the index (category 9)
+                tags.append(meta["rating"])
+            target = self.targets(tags)
             if target is None:
                 return None
             key = str(sample.get("__key__"))

@@ -1,0 +1,152 @@
+"""``make-shards --folder DIR``: a folder of images instead of a scrape.
+
+Two layouts (``kind``; ``auto`` picks ``captions`` when any image has a caption file):
+
+- ``classes``: each first-level subfolder is a class (``DIR/mona/*.png``, ``DIR/other/x/*.jpg``);
+  a sample's one label is its class; the task is multiclass. Images directly in DIR are skipped.
+- ``captions``: images anywhere under DIR beside ``<stem>.txt`` files of comma-separated tags
+  (``DIR/a/001.png`` + ``DIR/a/001.txt``); commas and newlines separate tags, surrounding
+  whitespace is stripped, repeats are dropped; the task is multilabel. An image without a
+  caption has no tags.
+
+Images are the files with an image suffix (case-insensitive), hidden files and folders left
+out. Each becomes a post of site ``folder`` whose ``id`` is a 56-bit hash of its path relative
+to DIR, so ids, keys and the train/val split of a file stay put when files are added; ``md5``
+is the md5 of its bytes (duplicates are kept once). The tag index is built from the labels:
+count descending, then name; category 0; ``top_k`` (0 = all) and ``min_count`` apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from .errors import EmptyInputError, InputError, SettingsError
+from .labels import LabelIndex, parse_tags_csv, tags_csv_bytes
+
+log = logging.getLogger(__name__)
+
+FOLDER_SITE = "folder"
+FOLDER_KINDS = ("auto", "classes", "captions")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".webp", ".bmp", ".avif"})
+POSTS_SCHEMA = pa.schema([
+    ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("rating", pa.string()),
+    ("tags", pa.list_(pa.string())), ("image_path", pa.string()), ("root", pa.int16()),
+])
+
+
+@dataclass
+class FolderScan:
+    """What a folder holds: its kind, one row per image (POSTS_SCHEMA) and tag counts."""
+
+    kind: str  # classes | captions
+    posts: pa.Table
+    tag_counts: Counter[str]
+    skipped: dict[str, int]  # reason -> files
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted by relative path."""
+    found = [p for p in root.rglob("*")
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p, root)]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def parse_caption(text: str) -> list[str]:
+    """Tags of a caption file: split on commas and newlines, stripped, first occurrence kept."""
+    tags = (t.strip() for line in text.splitlines() for t in line.split(","))
+    return list(dict.fromkeys(t for t in tags if t))
+
+
+def path_id(relative: str) -> int:
+    """A stable 56-bit id for a file, from its POSIX path relative to the folder."""
+    return int.from_bytes(hashlib.blake2b(relative.encode(), digest_size=7).digest(), "big")
+
+
+def _md5(path: Path) -> str | None:
+    digest = hashlib.md5()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+    return digest.hexdigest()
+
+
+def _read_caption(path: Path) -> list[str] | None:
+    caption = path.with_suffix(".txt")
+    if not caption.is_file():
+        return None
+    try:
+        return parse_caption(caption.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read caption %s: %s (image kept without tags)", caption, exc)
+        return []
+
+
+def scan_folder(root: Path, kind: str = "auto") -> FolderScan:
+    """List the images of ``root`` with their tags. Raises InputError, EmptyInputError."""
+    if kind not in FOLDER_KINDS:
+        raise SettingsError(f"unknown folder kind {kind!r} (known: {', '.join(FOLDER_KINDS)})")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory")
+    images = find_images(root)
+    if not images:
+        raise EmptyInputError(f"{root}: no image files (looked for "
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    captions = {p: _read_caption(p) for p in images} if kind != "classes" else {}
+    if kind == "auto":
+        kind = "captions" if any(c is not None for c in captions.values()) else "classes"
+    rows: dict[str, list] = {name: [] for name in POSTS_SCHEMA.names}
+    counts: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    for path in images:
+        relative = path.relative_to(root).as_posix()
+        if kind == "classes":
+            if "/" not in relative:
+                skipped["outside_class_folder"] += 1
+                continue
+            tags = [relative.split("/", 1)[0]]
+        else:
+            tags = captions[path] or []
+        counts.update(tags)
+        for name, value in (("site", FOLDER_SITE), ("id", path_id(relative)),
+                            ("md5", _md5(path)), ("rating", None), ("tags", tags),
+                            ("image_path", relative), ("root", 0)):
+            rows[name].append(value)
+    if skipped:
+        log.warning("%s: %d images directly in the folder belong to no class and are skipped",
+                    root, skipped["outside_class_folder"])
+    if len(set(rows["id"])) != len(rows["id"]):  # 56-bit hash: never in practice
+        raise InputError(f"{root}: two file paths hash to the same id; rename one of them")
+    if not rows["id"]:
+        raise EmptyInputError(f"{root}: no image inside a class subfolder")
+    posts = pa.Table.from_pydict(rows, schema=POSTS_SCHEMA)
+    log.info("%s: %d images, %d %s (%s layout)", root, len(posts), len(counts),
+             "classes" if kind == "classes" else "distinct tags", kind)
+    return FolderScan(kind, posts, counts, dict(skipped))
+
+
+def folder_index(scan: FolderScan, top_k: int = 0, min_count: int = 1) -> tuple[LabelIndex,
+                                                                                  bytes]:
+    """The tag index of a folder scan and its ``tags.csv`` bytes. Raises InputError if empty."""
+    ranked = sorted(((n, c) for n, c in scan.tag_counts.items() if c >= min_count),
+                    key=lambda item: (-item[1], item[0]))
+    if top_k:
+        ranked = ranked[:top_k]
+    if not ranked:
+        raise EmptyInputError(f"no label in the folder has at least {min_count} images "
+                              "(--min-count)")
+    data = tags_csv_bytes([(-1, name, 0, count) for name, count in ranked])
+    return parse_tags_csv(data.decode("utf-8"), "folder tag index"), data

@@ -1,0 +1,113 @@
+"""The tag index as a label space: read ``tags.csv`` and map a post's tags to labels.
+
+Row *i* of ``tags.csv`` is label (model output) *i* (DESIGN.md, boundary 2). A post's labels
+are its tags that are in the index, plus, when the index has the rating rows of category 9
+(``make-tag-index --include-ratings``), the row named like the post's rating. Labels come in
+row order, as names and as row indices. A post is *untagged* when none of its tags is in the
+index; its rating alone does not count.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+from .tag_index import CSV_HEADER, RATING_CATEGORY
+
+
+@dataclass(frozen=True)
+class LabelIndex:
+    """The rows of a tag index and lookups by name."""
+
+    names: tuple[str, ...]
+    categories: tuple[int, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        tags = {n: i for i, (n, c) in enumerate(zip(self.names, self.categories, strict=True))
+                if c != RATING_CATEGORY}
+        ratings = {n: i for i, (n, c) in enumerate(zip(self.names, self.categories, strict=True))
+                   if c == RATING_CATEGORY}
+        object.__setattr__(self, "_tags", tags)
+        object.__setattr__(self, "_ratings", ratings)
+
+    @property
+    def tag_names(self) -> list[str]:
+        """Names of the rows that are tags (not rating rows)."""
+        return list(self._tags)  # type: ignore[attr-defined]
+
+    def labels(self, tags: Iterable[str], rating: str | None) -> tuple[list[str], list[int]]:
+        """The labels of a post as ``(names, row indices)``, in row order."""
+        lookup: dict[str, int] = self._tags  # type: ignore[attr-defined]
+        ids = {lookup[t] for t in tags if t in lookup}
+        rating_id = self._ratings.get(rating) if rating else None  # type: ignore[attr-defined]
+        if rating_id is not None:
+            ids.add(rating_id)
+        ordered = sorted(ids)
+        return [self.names[i] for i in ordered], ordered
+
+    def count_tagged(self, tag_lists: pa.Array) -> pa.Array:
+        """Per post (``list<string>`` array), how many of its tags are in the index."""
+        flat = pc.list_flatten(tag_lists)
+        hits = pc.is_in(flat, value_set=pa.array(self.tag_names, pa.string()))
+        parents = pc.list_parent_indices(tag_lists)
+        found = parents.filter(hits).to_numpy(zero_copy_only=False)
+        return pa.array(np.bincount(found, minlength=len(tag_lists)).astype(np.int32))
+
+
+def parse_tags_csv(text: str, source: str) -> LabelIndex:
+    """Parse the text of a ``tags.csv``. Raises InputError for a bad header or rows."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or tuple(h.strip() for h in rows[0]) != CSV_HEADER:
+        raise InputError(f"{source}: not a tag index (expected the header "
+                         f"{','.join(CSV_HEADER)})")
+    names: list[str] = []
+    categories: list[int] = []
+    counts: list[int] = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            _, name, category, count = row
+            categories.append(int(category))
+            counts.append(int(count))
+        except ValueError:
+            raise InputError(f"{source}:{lineno}: expected tag_id,name,category,count") from None
+        names.append(name)
+    duplicated = sorted(n for n, k in Counter(names).items() if k > 1)
+    if duplicated:
+        raise InputError(f"{source}: repeated names in the tag index: {', '.join(duplicated[:5])}")
+    if not names:
+        raise InputError(f"{source}: the tag index has no rows")
+    return LabelIndex(tuple(names), tuple(categories), tuple(counts))
+
+
+def read_tags_csv(path: Path) -> tuple[LabelIndex, bytes]:
+    """Read a ``tags.csv``; returns the index and the file's bytes (copied next to the shards).
+
+    Raises InputError when the file is missing or malformed.
+    """
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the tag index {path}: {exc}") from exc
+    return parse_tags_csv(text, str(path)), data
+
+
+def tags_csv_bytes(rows: Sequence[tuple[int, str, int, int]]) -> bytes:
+    """A ``tags.csv`` for ``(tag_id, name, category, count)`` rows, in the given order."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")

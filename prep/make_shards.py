@@ -1,0 +1,261 @@
+"""``prep make-shards``: posts + images + tag index in, WebDataset shards out (DESIGN.md, 3).
+
+    prep make-shards --posts raw/ --tags tags.csv --out shards/
+    prep make-shards --folder my_images/ --out shards/
+
+Flow: load the input (:mod:`.shard_plan` reads posts; :mod:`.folder_input` scans a folder and
+builds its tag index) -> plan samples, splits and shards -> lock and check ``out/``
+(:mod:`.shard_output`: a manifest with another ``build`` record means other arguments or
+input: refuse, or clear with ``overwrite``) -> write ``tags.csv`` and a manifest marked
+incomplete -> for every shard without its ``_stats.json``, process its images in order
+(:mod:`.image_pool`, ``workers`` processes) and write it with :class:`shards.ShardWriter`
+-> rewrite the manifest, complete, with the counts.
+
+An interrupted run leaves finished shards under their final names and the shard in progress
+under temporary names; the same command finishes the job, redoing only unfinished shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from shards.format import (
+    MANIFEST,
+    SPLITS,
+    TAGS,
+    ShardPaths,
+    make_key,
+    sha256_file,
+    write_json_atomic,
+)
+from shards.writer import ShardWriter
+
+from .errors import SettingsError
+from .folder_input import FolderScan, folder_index, scan_folder
+from .image_pool import ImagePool, Item, Result, default_workers
+from .imaging import ImageSettings
+from .labels import LabelIndex, read_tags_csv
+from .shard_output import locked, manifest, prepare_output, write_bytes_atomic
+from .shard_plan import Plan, ShardSpec, plan_shards, read_posts
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """What the shards hold; every field is recorded in the manifest."""
+
+    samples_per_shard: int = 10_000
+    val_fraction: float = 0.02  # share of posts in val, by a hash of (site, id)
+    keep_untagged: bool = False  # keep posts none of whose tags is in the index
+    image: ImageSettings = field(default_factory=ImageSettings)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything one ``make-shards`` run needs. Give ``posts`` + ``tags``, or ``folder``."""
+
+    out: Path
+    posts: tuple[Path, ...] = ()
+    tags: Path | None = None
+    folder: Path | None = None
+    folder_kind: str = "auto"  # auto | classes | captions
+    top_k: int = 0  # folder tag index: keep this many labels (0 = all)
+    min_count: int = 1  # folder tag index: drop labels on fewer images
+    images_root: Path | None = None  # image_path is relative to this (default: from --posts)
+    settings: ShardSettings = field(default_factory=ShardSettings)
+    workers: int = 0  # image processes; 0 = one per CPU, 1 = in this process
+    overwrite: bool = False
+
+
+@dataclass
+class Source:
+    """The loaded input: posts (POSTS_SCHEMA), image roots, label space and task."""
+
+    posts: pa.Table
+    roots: list[Path]
+    counts: dict[str, int]
+    index: LabelIndex
+    tags_csv: bytes
+    task: str  # multilabel | multiclass
+    kind: str  # posts | folder-classes | folder-captions
+
+
+def load_source(job: ShardJob) -> Source:
+    """Read posts and tag index, or scan the folder. Raises PrepError subclasses."""
+    if bool(job.posts) == bool(job.folder):
+        raise SettingsError("give --posts (with --tags) or --folder, not both or neither")
+    if job.posts:
+        if job.tags is None:
+            raise SettingsError("--posts needs --tags (the tags.csv of prep make-tag-index)")
+        index, data = read_tags_csv(job.tags)
+        posts, roots, counts = read_posts(job.posts, job.images_root)
+        return Source(posts, roots, counts, index, data, "multilabel", "posts")
+    scan: FolderScan = scan_folder(job.folder, job.folder_kind)
+    if job.tags is not None:
+        index, data = read_tags_csv(job.tags)
+    else:
+        index, data = folder_index(scan, job.top_k, job.min_count)
+    counts = {"posts_read": len(scan.posts) + sum(scan.skipped.values()), **scan.skipped}
+    task = "multiclass" if scan.kind == "classes" else "multilabel"
+    return Source(scan.posts, [job.folder], counts, index, data, task, f"folder-{scan.kind}")
+
+
+def build_record(job: ShardJob, source: Source, plan: Plan) -> dict[str, Any]:
+    """The part of the manifest that must match for a rerun to resume (JSON-ready)."""
+    record: dict[str, Any] = {
+        "input": source.kind,
+        "task": source.task,
+        "samples_per_shard": job.settings.samples_per_shard,
+        "val_fraction": job.settings.val_fraction,
+        "keep_untagged": job.settings.keep_untagged,
+        "image": asdict(job.settings.image),
+        "tags_sha256": hashlib.sha256(source.tags_csv).hexdigest(),
+        "plan_sha256": plan.digest,
+        "samples": plan.counts["selected"],
+    }
+    if job.folder and job.tags is None:
+        record["folder_index"] = {"top_k": job.top_k, "min_count": job.min_count}
+    return json.loads(json.dumps(record))
+
+
+def _safe_path(root: Path, image_path: str) -> str | None:
+    """``root / image_path`` when image_path is relative and stays inside root, else None."""
+    relative = PurePosixPath(image_path.replace("\\", "/"))
+    if not image_path or relative.is_absolute() or ".." in relative.parts:
+        return None
+    return str(root.joinpath(*relative.parts))
+
+
+def _items(pending: list[ShardSpec], roots: list[Path]) -> Iterator[Item]:
+    for spec in pending:
+        for root, image_path in zip(spec.rows["root"].to_pylist(),
+                                    spec.rows["image_path"].to_pylist(), strict=True):
+            yield _safe_path(roots[root], image_path), image_path
+
+
+def sample_of(row: dict[str, Any], result: Result, index: LabelIndex, ext: str) -> dict[str, Any]:
+    """The ShardWriter sample of one planned row and its image result."""
+    status, message, encoded = result
+    key = make_key(row["site"], row["id"])
+    tags = row["tags"] or []
+    names, ids = index.labels(tags, row["rating"])
+    meta = {
+        "key": key, "site": row["site"], "id": row["id"], "md5": row["md5"],
+        "rating": row["rating"], "tags": tags, "labels": names, "label_ids": ids,
+        "width": encoded.width if encoded else None,
+        "height": encoded.height if encoded else None,
+        "original_width": encoded.original_width if encoded else None,
+        "original_height": encoded.original_height if encoded else None,
+        "image_path": row["image_path"],
+    }
+    sample = {"__key__": key, "json": meta, "status": status, "error_message": message}
+    if encoded is not None:
+        sample[ext] = encoded.data
+    return sample
+
+
+def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: ShardJob,
+                 progress: bool = False) -> None:
+    """Process and write every shard of ``pending``, in order."""
+    out, image = job.out, job.settings.image
+    workers = job.workers or default_workers()
+    total = sum(len(spec.rows) for spec in pending)
+    with ImagePool(image, workers) as pool, tqdm(total=total, unit="img", desc="make-shards",
+                                                 disable=not progress) as bar:
+        results = pool.map(_items(pending, plan.roots))
+        for spec in pending:
+            with ShardWriter(out / spec.split, spec.name, image_ext=image.format,
+                             extra_stats={"split": spec.split}) as writer:
+                for row in spec.rows.to_pylist():
+                    writer.write(sample_of(row, next(results), index, image.format))
+                    bar.update()
+            stats = writer.stats or {}
+            log.info("%s/%s: %d of %d samples written", spec.split, spec.name,
+                     stats.get("successes", 0), stats.get("count", 0))
+
+
+@dataclass
+class ShardReport:
+    """What a run did: the final manifest and how many shards it wrote or found done."""
+
+    manifest: dict[str, Any]
+    shards_written: int
+    shards_skipped: int
+    seconds: float
+
+
+def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
+    """Build (or finish building) the shards of ``job``.
+
+    Raises PrepError subclasses for unusable input, settings or output folders.
+    """
+    started = time.monotonic()
+    source = load_source(job)
+    settings = job.settings
+    plan = plan_shards(source.posts, source.roots, source.index, settings.samples_per_shard,
+                       settings.val_fraction, settings.keep_untagged, source.counts)
+    build = build_record(job, source, plan)
+    with locked(job.out):
+        return _build(job, source, plan, build, started, progress)
+
+
+def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], started: float,
+           progress: bool) -> ShardReport:
+    resumed = prepare_output(job.out, build, job.overwrite)
+    tags_copy = job.out / TAGS
+    if not tags_copy.is_file() or sha256_file(tags_copy) != build["tags_sha256"]:
+        write_bytes_atomic(tags_copy, source.tags_csv)
+    write_json_atomic(job.out / MANIFEST, _manifest(job, source, plan, build, complete=False))
+    for split in SPLITS:
+        (job.out / split).mkdir(exist_ok=True)
+        for stale in (job.out / split).glob(".*.tmp"):
+            stale.unlink()
+    pending = [s for s in plan.shards if not ShardPaths.of(job.out / s.split, s.name).done()]
+    if resumed:
+        log.info("resuming: %d of %d shards already done", len(plan.shards) - len(pending),
+                 len(plan.shards))
+    write_shards(pending, plan, source.index, job, progress)
+    final = _manifest(job, source, plan, build, complete=True)
+    write_json_atomic(job.out / MANIFEST, final)
+    seconds = time.monotonic() - started
+    log.info("done in %.1f s: %s", seconds, final["status"])
+    return ShardReport(final, len(pending), len(plan.shards) - len(pending), seconds)
+
+
+def _manifest(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any],
+              complete: bool) -> dict[str, Any]:
+    tags_source = str(job.tags) if job.tags else f"built from {job.folder}"
+    return manifest(job.out, plan, build, task=source.task, tag_rows=len(source.index.names),
+                    tags_source=tags_source, image=job.settings.image, complete=complete)
+
+
+def shards_summary(report: ShardReport, out: Path) -> str:
+    """A few lines for the terminal."""
+    manifest = report.manifest
+    counts = manifest["selection"]
+    lines = []
+    for split in SPLITS:
+        info = manifest["splits"][split]
+        n = len(info["shards"])
+        lines.append(f"{split}: {info['successes']:,} of {info['count']:,} samples in {n} "
+                     f"shard{'s' * (n != 1)}, {info['bytes'] / 2**20:,.1f} MiB")
+    lines.append("status: " + ", ".join(f"{k} {v:,}" for k, v in manifest["status"].items()))
+    skipped = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()
+                        if v and k not in ("posts_read", "selected", "train", "val"))
+    lines.append(f"posts: {counts.get('posts_read', 0):,} read"
+                 + (f"; left out: {skipped}" if skipped else ""))
+    if report.shards_skipped:
+        lines.append(f"resumed: {report.shards_skipped} shards were already done")
+    lines.append(f"wrote {out} in {report.seconds:.1f} s")
+    return "\n".join(lines)
+

@@ -1,0 +1,173 @@
+"""The output folder of ``make-shards``: lock, resume check, manifest.
+
+A folder is *resumable* when its ``manifest.json`` has the same ``build`` record: the settings
+that shape the output, the tag index's sha256 and the digest of the planned samples. Anything
+else is refused (SettingsError for other settings or input, InputError for a folder that is not
+a shard folder) unless ``overwrite``, which deletes only what make-shards writes. A run holds an
+``flock`` on ``.make-shards.lock`` so two runs never write the same folder; the kernel drops it
+when the process dies, so kill -9 never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from shards.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, TAGS, ShardPaths
+
+from .errors import InputError, SettingsError
+from .imaging import ImageSettings
+from .shard_plan import Plan
+
+log = logging.getLogger(__name__)
+
+LOCK = ".make-shards.lock"  # flock'ed while a run writes; stays behind, empty
+LABELS_DOC = (
+    "'labels': names of the tags.csv rows a sample has (its tags in the index, and its rating "
+    "when the index has rating rows); 'label_ids': the same as 0-based row numbers of tags.csv "
+    "(row i = model output i); both in the <key>.json members and the parquet files")
+SPLIT_DOC = "val when blake2b(f'{site}:{id}', digest_size=8) / 2**64 < val_fraction"
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Create ``out`` and hold its lock. Raises InputError when another run holds it."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK).open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another make-shards run is writing to {out}") from None
+        yield
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two build records, for a one-line error message."""
+    before, after = _flatten(old), _flatten(new)
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) == after.get(key) or key == "samples":
+            continue
+        if key == "plan_sha256":
+            changes.append(f"the selected posts or their metadata changed ({before.get('samples')}"
+                           f" samples then, {after.get('samples')} now)")
+        elif key == "tags_sha256":
+            changes.append("the tag index changed")
+        else:
+            changes.append(f"{key}: {before.get(key)!r} then, {after.get(key)!r} now")
+    return "; ".join(changes[:6]) or "unknown difference"
+
+
+def clear_output(out: Path) -> None:
+    """Delete what make-shards writes in ``out`` (nothing else)."""
+    for split in SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
+    for name in (MANIFEST, TAGS, f".{MANIFEST}.tmp", f".{TAGS}.tmp"):
+        (out / name).unlink(missing_ok=True)
+
+
+def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
+    """Make the (locked, existing) ``out`` ready; True when it resumes the same build.
+
+    Raises SettingsError when ``out`` holds shards of another build and InputError when it
+    holds something else, unless ``overwrite``.
+    """
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if old.get("format") == FORMAT_NAME and old.get("build") == build:
+            return True
+        if not overwrite:
+            if old.get("format") != FORMAT_NAME or not isinstance(old.get("build"), dict):
+                raise InputError(f"{manifest} is not a shard manifest; choose another --out "
+                                 "or add --overwrite")
+            raise SettingsError(
+                f"{out} holds shards built differently: "
+                f"{describe_difference(old['build'], build)}. Rerun with the original "
+                "arguments to resume, or add --overwrite to rebuild")
+        log.warning("--overwrite: deleting the shards in %s", out)
+        clear_output(out)
+    elif any(p.name != LOCK for p in out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out} is not empty and has no {MANIFEST}; choose a new or empty "
+                             "--out, or add --overwrite")
+        clear_output(out)
+    return False
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _brace(names: list[str], split: str) -> str | None:
+    """``train/{00000..00009}.tar``: the split's tars as one webdataset brace pattern."""
+    if not names:
+        return None
+    if len(names) == 1:
+        return f"{split}/{names[0]}.tar"
+    return f"{split}/{{{names[0]}..{names[-1]}}}.tar"
+
+
+def manifest(out: Path, plan: Plan, build: dict[str, Any], *, task: str, tag_rows: int,
+             tags_source: str, image: ImageSettings, complete: bool) -> dict[str, Any]:
+    """The manifest; with ``complete`` it reads every shard's stats for counts and bytes."""
+    splits: dict[str, Any] = {}
+    status: Counter[str] = Counter()
+    for split in SPLITS:
+        shards = []
+        for spec in (s for s in plan.shards if s.split == split):
+            entry: dict[str, Any] = {"name": spec.name, "count": len(spec.rows)}
+            if complete:
+                stats_path = ShardPaths.of(out / split, spec.name).stats
+                stats = json.loads(stats_path.read_text(encoding="utf-8"))
+                entry.update(successes=stats["successes"], bytes=stats["tar_bytes"])
+                status.update(stats["status"])
+            shards.append(entry)
+        splits[split] = {"urls": _brace([s["name"] for s in shards], split), "shards": shards,
+                         "count": sum(s["count"] for s in shards)}
+        if complete:
+            splits[split].update(successes=sum(s["successes"] for s in shards),
+                                 bytes=sum(s["bytes"] for s in shards))
+    result: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "complete": complete,
+        "task": task,
+        "tags": {"file": TAGS, "sha256": build["tags_sha256"], "rows": tag_rows,
+                 "source": tags_source},
+        "keys": f"<site>_<id>; members <key>.json and <key>.{image.format}",
+        "labels": LABELS_DOC,
+        "image": {**asdict(image), "background": "white", "channels": "RGB"},
+        "split": SPLIT_DOC,
+        "selection": plan.counts,
+        "splits": splits,
+        "build": build,
+    }
+    if complete:
+        result["status"] = dict(sorted(status.items()))
+    return result

@@ -1,0 +1,197 @@
+"""Which posts become samples, and in which split and shard they go.
+
+    posts (raw/posts parquet parts, any posts file, or a folder scan)
+      -> keep status == "downloaded" with an image_path       (else: not_downloaded)
+      -> sort by (site, id); a repeated (site, id) is kept once (duplicate_post)
+      -> a repeated md5 is kept once, the first by (site, id)  (duplicate_md5)
+      -> drop posts with no tag in the index unless keep_untagged (untagged)
+      -> split by a hash of (site, id) (:mod:`.split`)
+      -> cut each split, in (site, id) order, into shards of samples_per_shard
+
+Everything here is a function of the input rows, the tag index and the settings, so the same
+inputs give the same shards. The plan holds the selected posts' metadata as one Arrow table
+(roughly 300-500 bytes per post with ~25 tags: ~0.5 GB per million posts); images are never
+held here. Each shard carries a digest of its rows and the plan a digest of all of them, which
+``make-shards`` stores in the manifest to recognise an unchanged input on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shards.format import make_key, shard_name
+
+from .errors import EmptyInputError, InputError
+from .folder_input import POSTS_SCHEMA
+from .labels import LabelIndex
+from .posts_reader import iter_batches, plan_units, tag_lists
+from .split import split_point
+
+log = logging.getLogger(__name__)
+
+WANTED_COLUMNS = ("site", "id", "md5", "rating", "tags", "image_path", "status")
+REQUIRED_COLUMNS = ("site", "id", "tags", "image_path")
+DOWNLOADED = "downloaded"
+
+
+@dataclass
+class ShardSpec:
+    """One shard to write: its split, number, rows (POSTS_SCHEMA) and their digest."""
+
+    split: str
+    index: int
+    rows: pa.Table
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.index)
+
+
+@dataclass
+class Plan:
+    """The shards of a build, the image roots their ``root`` column indexes, and counts."""
+
+    shards: list[ShardSpec]
+    roots: list[Path]
+    counts: dict[str, int] = field(default_factory=dict)
+    digest: str = ""
+
+
+def image_root(posts_file: Path) -> Path:
+    """Directory that ``image_path`` is relative to: ``raw/`` for ``raw/posts/part.parquet``."""
+    parent = posts_file.parent
+    return parent.parent if parent.name == "posts" else parent
+
+
+def _column(batch: pa.RecordBatch, name: str, kind: pa.DataType) -> pa.Array:
+    if name not in batch.schema.names:
+        return pa.nulls(batch.num_rows, kind)
+    array = batch.column(name)
+    return tag_lists(array) if name == "tags" else array.cast(kind)
+
+
+def read_posts(paths: Sequence[Path], images_root: Path | None = None,
+               batch_size: int = 65_536) -> tuple[pa.Table, list[Path], dict[str, int]]:
+    """Read the downloaded posts of ``paths`` into one POSTS_SCHEMA table.
+
+    Returns the table, the image roots its ``root`` column points into, and the counts
+    ``posts_read`` and ``not_downloaded``. Raises InputError, MissingColumnError,
+    EmptyInputError (see :mod:`.errors`).
+    """
+    units = plan_units(paths, WANTED_COLUMNS, REQUIRED_COLUMNS)
+    roots: list[Path] = []
+    batches: list[pa.RecordBatch] = []
+    read = 0
+    for unit in units:
+        root = images_root or image_root(unit.path)
+        if root not in roots:
+            roots.append(root)
+        for batch in iter_batches(unit, batch_size):
+            read += batch.num_rows
+            keep = pc.is_valid(batch.column("image_path"))
+            if "status" in batch.schema.names:
+                keep = pc.and_(keep, pc.fill_null(pc.equal(batch.column("status"), DOWNLOADED),
+                                                  False))
+            kept = batch.filter(keep)
+            try:
+                columns = [_column(kept, f.name, f.type) for f in POSTS_SCHEMA
+                           if f.name != "root"]
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"{unit.path}: unusable posts column ({exc})") from exc
+            columns.append(pa.array(np.full(kept.num_rows, roots.index(root), np.int16)))
+            batches.append(pa.RecordBatch.from_arrays(columns, schema=POSTS_SCHEMA))
+    table = pa.Table.from_batches(batches, schema=POSTS_SCHEMA)
+    if read == 0:
+        raise EmptyInputError(f"no posts in {', '.join(str(p) for p in paths)}")
+    return table, roots, {"posts_read": read, "not_downloaded": read - len(table)}
+
+
+def _first_of(values: pa.Array) -> np.ndarray:
+    """Mask of the rows whose (non-null) value was not seen in an earlier row."""
+    seen: set = set()
+    keep = np.ones(len(values), dtype=bool)
+    for i, value in enumerate(values.to_pylist()):
+        if value is None:
+            continue
+        if value in seen:
+            keep[i] = False
+        else:
+            seen.add(value)
+    return keep
+
+
+def _digest_rows(rows: pa.Table) -> str:
+    digest = hashlib.sha256()
+    columns = [rows.column(n).to_pylist() for n in
+               ("site", "id", "md5", "rating", "tags", "image_path", "root")]
+    for site, post_id, md5, rating, tags, path, root in zip(*columns, strict=True):
+        line = f"{site}\t{post_id}\t{md5}\t{rating}\t{' '.join(tags or [])}\t{root}:{path}\n"
+        digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def plan_shards(posts: pa.Table, roots: list[Path], index: LabelIndex, samples_per_shard: int,
+                val_fraction: float, keep_untagged: bool,
+                counts: dict[str, int] | None = None) -> Plan:
+    """Select, order, split and cut ``posts`` (POSTS_SCHEMA). Raises EmptyInputError."""
+    counts = dict(counts or {})
+    posts = posts.take(pc.sort_indices(posts, [("site", "ascending"), ("id", "ascending")]))
+    pairs = pc.binary_join_element_wise(posts["site"], pc.cast(posts["id"], pa.string()), ":")
+    unique_post = _first_of(pairs.combine_chunks())
+    counts["duplicate_post"] = int((~unique_post).sum())
+    posts = posts.filter(pa.array(unique_post))
+    unique_md5 = _first_of(posts["md5"].combine_chunks())
+    counts["duplicate_md5"] = int((~unique_md5).sum())
+    posts = posts.filter(pa.array(unique_md5))
+    tagged = index.count_tagged(posts["tags"].combine_chunks()).to_numpy() > 0
+    counts["untagged"] = int((~tagged).sum())
+    if not keep_untagged:
+        posts = posts.filter(pa.array(tagged))
+    counts["selected"] = len(posts)
+    if len(posts) == 0:
+        raise EmptyInputError(_nothing_selected(counts, keep_untagged))
+    points = np.array([split_point(s, i) for s, i in
+                       zip(posts["site"].to_pylist(), posts["id"].to_pylist(), strict=True)])
+    shards: list[ShardSpec] = []
+    for split, mask in (("train", points >= val_fraction), ("val", points < val_fraction)):
+        rows = posts.filter(pa.array(mask))
+        counts[split] = len(rows)
+        for number, start in enumerate(range(0, len(rows), samples_per_shard)):
+            part = rows.slice(start, samples_per_shard)
+            shards.append(ShardSpec(split, number, part, _digest_rows(part)))
+    _check_keys(posts)
+    plan_digest = hashlib.sha256("".join(f"{s.split}/{s.name}:{s.digest}\n"
+                                         for s in shards).encode()).hexdigest()
+    log.info("plan: %d posts read, %d selected: %d train, %d val, in %d shards",
+             counts.get("posts_read", len(posts)), counts["selected"], counts["train"],
+             counts["val"], len(shards))
+    return Plan(shards, roots, counts, plan_digest)
+
+
+def _check_keys(posts: pa.Table) -> None:
+    keys = [make_key(s, i) for s, i in zip(posts["site"].to_pylist(), posts["id"].to_pylist(),
+                                           strict=True)]
+    if len(set(keys)) != len(keys):  # only if two site names differ in punctuation alone
+        raise InputError("two sites map to the same sample key prefix; "
+                              "rename one of them in the posts metadata")
+
+
+def _nothing_selected(counts: dict[str, int], keep_untagged: bool) -> str:
+    parts = [f"{counts.get('posts_read', 0)} posts read"]
+    for name, text in (("not_downloaded", "not downloaded or without image_path"),
+                       ("duplicate_post", "repeated (site, id)"),
+                       ("duplicate_md5", "repeated md5"),
+                       ("untagged", "with no tag in the index")):
+        if counts.get(name):
+            parts.append(f"{counts[name]} {text}")
+    hint = "" if keep_untagged else " (--keep-untagged keeps posts without indexed tags)"
+    return "no post to put in shards: " + ", ".join(parts) + hint

@@ -1,0 +1,11 @@
+"""Exceptions raised by the shards library."""
+
+from __future__ import annotations
+
+
+class ShardsError(Exception):
+    """Base class of the expected errors of this package."""
+
+
+class ManifestError(ShardsError):
+    """A manifest is missing, unreadable, of another format or version, or incomplete."""
