@@ -25,6 +25,7 @@ from .folder_input import FOLDER_KINDS
 from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
 from .make_shards import ShardJob, ShardSettings, make_shards, shards_summary
 from .make_tag_index import TagIndexJob, make_tag_index
+from .merge_shards import add_merge_shards
 from .tag_counts import CountSettings
 from .tag_index import (
     DEFAULT_CATEGORIES,
@@ -225,6 +226,11 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--workers", type=_int_at_least(0), default=0,
                         help="image processes; 0 = one per CPU, 1 = no pool "
                         "(default: %(default)s)")
+    parser.add_argument("--num-nodes", type=_int_at_least(1), default=1,
+                        help="split the build across machines: each builds every N-th shard "
+                        "into its own --out, then `prep merge-shards` joins them")
+    parser.add_argument("--node-rank", type=_int_at_least(0), default=0,
+                        help="this machine's part, 0..N-1 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete shards in --out built with other arguments or input")
     parser.set_defaults(handler=run_make_shards)
@@ -249,7 +255,10 @@ def run_make_shards(args: argparse.Namespace) -> int:
                                 upscale=not args.no_upscale),
         ),
         workers=args.workers, overwrite=args.overwrite,
+        node_rank=args.node_rank, num_nodes=args.num_nodes,
     )
+    if not 0 <= job.node_rank < job.num_nodes:
+        raise SettingsError(f"--node-rank must be in 0..{job.num_nodes - 1}")
     report = make_shards(job, progress=not args.quiet)
     if not args.quiet:
         print(shards_summary(report, job.out))
@@ -265,7 +274,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.set_defaults(verbose=False, quiet=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {"make-tag-index": add_make_tag_index(commands),
-                  "make-shards": add_make_shards(commands)}
+                  "make-shards": add_make_shards(commands),
+                  "merge-shards": add_merge_shards(commands)}
+    _common_options(subparsers["merge-shards"], argparse.SUPPRESS)
     return parser, subparsers
 
 

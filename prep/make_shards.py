@@ -75,6 +75,8 @@ class ShardJob:
     settings: ShardSettings = field(default_factory=ShardSettings)
     workers: int = 0  # image processes; 0 = one per CPU, 1 = in this process
     overwrite: bool = False
+    node_rank: int = 0  # with num_nodes > 1: build only shards i with i % num_nodes == rank
+    num_nodes: int = 1  # (then `prep merge-shards` joins the parts into one dataset)
 
 
 @dataclass
@@ -220,11 +222,19 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         (job.out / split).mkdir(exist_ok=True)
         for stale in (job.out / split).glob(".*.tmp"):
             stale.unlink()
-    pending = [s for s in plan.shards if not ShardPaths.of(job.out / s.split, s.name).done()]
+    mine = [s for i, s in enumerate(plan.shards) if i % job.num_nodes == job.node_rank]
+    pending = [s for s in mine if not ShardPaths.of(job.out / s.split, s.name).done()]
     if resumed:
         log.info("resuming: %d of %d shards already done", len(plan.shards) - len(pending),
                  len(plan.shards))
     write_shards(pending, plan, source.index, job, progress)
+    if job.num_nodes > 1:       # one part of a split build: `prep merge-shards` completes it
+        part = _manifest(job, source, plan, build, complete=False)
+        part["partition"] = {"node_rank": job.node_rank, "num_nodes": job.num_nodes,
+                             "shards": [f"{s.split}/{s.name}" for s in mine]}
+        write_json_atomic(job.out / MANIFEST, part)
+        return ShardReport(part, len(pending), len(mine) - len(pending),
+                           time.monotonic() - started)
     final = _manifest(job, source, plan, build, complete=True)
     write_json_atomic(job.out / MANIFEST, final)
     seconds = time.monotonic() - started
@@ -242,6 +252,11 @@ def _manifest(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any],
 def shards_summary(report: ShardReport, out: Path) -> str:
     """A few lines for the terminal."""
     manifest = report.manifest
+    if "partition" in manifest:
+        part = manifest["partition"]
+        return (f"part {part['node_rank']} of {part['num_nodes']}: {len(part['shards'])} "
+                f"shards in {out} ({report.shards_skipped} already done); join the parts with "
+                "`prep merge-shards`")
     counts = manifest["selection"]
     lines = []
     for split in SPLITS:
