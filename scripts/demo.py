@@ -1,6 +1,6 @@
 """`make demo`: the whole pipeline, offline, against the bundled booru emulator.
 
-    python scripts/demo.py [--posts 3000] [--out demo-out]
+    python scripts/demo.py [--posts 2000] [--epochs 4] [--image-size 64] [--out demo-out]
 
 Steps that are not built yet are listed as missing, with the issue that brings them.
 """
@@ -36,18 +36,35 @@ def run(cmd: list[str]) -> int:
     return subprocess.run(cmd).returncode
 
 
+def pick_validation_images(raw: Path, shards: Path, into: Path, n: int,
+                           visual: set[str]) -> dict[str, list]:
+    """Copy `n` originals of validation samples into `into`; their visual tags by file name."""
+    import pandas as pd
+    into.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, list] = {}
+    for part in sorted((shards / "val").glob("*.parquet")):
+        rows = pd.read_parquet(part, columns=["status", "tags", "image_path"])
+        for row in rows[rows["status"] == "success"].itertuples():
+            source = raw / str(row.image_path)
+            if len(truth) == n or not isinstance(row.image_path, str) or not source.is_file():
+                continue
+            shutil.copy2(source, into / source.name)
+            truth[source.name] = sorted(t for t in row.tags if t in visual)
+    return truth
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--posts", type=int, default=3000)
+    ap.add_argument("--posts", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
-    ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     missing = []
     start = time.time()
-    with EmulatorThread(seed=0, posts=args.posts, image_scale=0.5) as emu:
+    with EmulatorThread(seed=0, posts=args.posts, image_scale=0.35) as emu:
         print(f"1. emulator: {args.posts} posts on {emu.url}")
         for site, path in SITES.items():
             reply = get_json(emu.site(site) + path)
@@ -68,7 +85,7 @@ def main() -> int:
     print("3. prep make-tag-index")
     index = args.out / "tags.csv"
     code = run([sys.executable, "-m", "prep", "make-tag-index", "--posts", str(raw), "--out",
-                str(index)])
+                str(index), "--top-k", "1000"])
     if code == 0 and index.exists():
         lines = index.read_text().splitlines()
         print(f"   {len(lines) - 1} tags -> {index}; top: {', '.join(lines[1:4])}")
@@ -100,9 +117,35 @@ def main() -> int:
     print("   what it learned: average precision on the visual tags (1.0 is perfect)")
     for value, tag in learned:
         print(f"     {tag:24s} {value:.3f}")
-    print("-  tag: missing (issue 8)")
-    missing.append("tag (issue 8)")
-    print(f"done in {time.time() - start:.0f} s; outputs in {args.out}/")
+    print("6. tag: a handful of validation images (never trained on), with captions")
+    tagged, table = args.out / "tagged", args.out / "tagged.jsonl"
+    truth = pick_validation_images(raw, shards, tagged, 6, set(visual))
+    if run([sys.executable, "-m", "train", "tag", "--model", str(model), str(tagged),
+            "--per-tag-thresholds", "--output", str(table), "--captions",
+            "--underscores-to-spaces", "--workers", "2", "-q"]) != 0:
+        return 1
+    print("   visual tags of each image, and those predicted at the per-tag thresholds "
+          "(* when right)")
+    for line in table.read_text().splitlines():
+        row = json.loads(line)
+        name, has = Path(row["path"]).name, truth.get(Path(row["path"]).name, [])
+        said = [f"{t}{'*' if t in has else ''} {s:.2f}"
+                for t, s in zip(row["tags"], row["scores"], strict=True) if t in visual]
+        more = f" (+{len(said) - 6} more)" if len(said) > 6 else ""
+        print(f"   {name[:12]}  has:       {', '.join(has) or '-'}")
+        print(f"   {'':12s}  predicted: {', '.join(said[:6]) or '-'}{more}")
+    first = sorted(tagged.glob("*.txt"))[:1]
+    if first:
+        print(f"   caption {first[0].name[:12]}....txt: {first[0].read_text().strip()[:150]}")
+    print(f"done in {time.time() - start:.0f} s; where everything is:")
+    for what, where in (("posts and images", raw), ("tag index", index),
+                        ("shards", shards / "manifest.json"), ("trained model", model),
+                        ("  weights, label space", model / "model.safetensors"),
+                        ("  metrics", model / "eval.json"), ("  curves", model / "metrics.png"),
+                        ("tagged images, captions", tagged), ("their tags and scores", table)):
+        print(f"   {what:24s} {where}")
+    print(f"   next: tag --model {model} YOUR_IMAGES --captions    "
+          f"train export --run {model} --format onnx")
     print("still missing: " + "; ".join(missing) if missing else "every step ran")
     return 0
 

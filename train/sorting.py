@@ -34,6 +34,7 @@ class Sorter:
     move: bool = False
     apply: bool = False
     sidecar_suffix: str | None = ".txt"
+    keep: int | None = None              # remember this many (source, target) pairs to show
     planned: list[tuple[Path, Path]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     failed: list[tuple[Path, str]] = field(default_factory=list)
@@ -58,7 +59,8 @@ class Sorter:
                 self.failed.append((image, f"{type(exc).__name__}: {exc}"))
                 log.warning("cannot %s %s to %s: %s", self.verb, image, target, exc)
                 return None
-        self.planned.append((image, target))
+        if self.keep is None or len(self.planned) < self.keep:
+            self.planned.append((image, target))
         self.counts[folder.name] += 1
         return target
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS")
     g = p.add_argument_group("thresholds")
     one = g.add_mutually_exclusive_group()
-    one.add_argument("--threshold", type=float, help="one threshold for every tag")
+    one.add_argument("--threshold", type=float, metavar="X", help="one threshold for every tag")
     one.add_argument("--per-tag-thresholds", action="store_true",
                      help="each tag's best-F1 threshold on the validation split (eval.json)")
     g.add_argument("--general-threshold", type=float, metavar="X")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rating", choices=RATING_PLACES, default="omit",
                    help="where the rating tag goes (default: left out)")
     g.add_argument("--trigger", metavar="WORD", help="a leading word, e.g. a LoRA trigger")
-    g.add_argument("--caption-extension", default=".txt",
+    g.add_argument("--caption-extension", default=".txt", metavar="EXT",
                    help="default .txt (kohya's trainers read .caption unless told .txt)")
     g.add_argument("--overwrite", action="store_true", help="replace existing caption files")
     g = p.add_argument_group("sorting (binary and multiclass runs)")
@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--move", action="store_true", help="move instead of copy")
     g.add_argument("--apply", action="store_true", help="do it (default: show what would)")
     g = p.add_argument_group("speed")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    g.add_argument("--batch-size", type=int, default=32, metavar="N")
+    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="decoding processes (0: decode in the main process)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
@@ -159,8 +159,8 @@ def tag_images(args: argparse.Namespace) -> Tally:
                          args.caption_extension)
     table = TagTable(args.output) if args.output else None
     vectors = EmbeddingTable(args.embed) if args.embed else None
-    sorter = Sorter(args.sort_into, args.move, args.apply, style.extension) \
-        if args.sort_into else None
+    sorter = Sorter(args.sort_into, args.move, args.apply, style.extension,
+                    None if args.verbose else SHOW) if args.sort_into else None
     tally, captioned = Tally(args, run, sorter), set()
     log.info("tagging %d images with %s (%s, %s, %d px, %s)", len(paths), run.path,
              run.config.get("model"), run.task, run.image_size, run.device)
@@ -247,13 +247,13 @@ def report(tally: Tally) -> None:
 
 
 def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
-    limit = None if args.verbose else SHOW
     verb = sorter.verb if args.apply else f"would {sorter.verb}"
     if not args.quiet or not args.apply:
-        for src, dst in sorter.planned[:limit]:
+        for src, dst in sorter.planned:
             print(f"  {verb} {src} -> {dst}")
-        if limit is not None and len(sorter.planned) > limit:
-            print(f"  ... and {len(sorter.planned) - limit} more")
+        total = sum(sorter.counts.values())
+        if total > len(sorter.planned):
+            print(f"  ... and {total - len(sorter.planned)} more")
     folders = ", ".join(f"{n} -> {name}/" for name, n in sorted(sorter.counts.items()))
     if args.apply:
         done = "moved" if args.move else "copied"

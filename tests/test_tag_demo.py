@@ -1,0 +1,28 @@
+"""The demo's steps at a tiny scale: emulator, scrape, tag index, shards, train, tag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_every_step_and_tags_images(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--posts", "300",
+                           "--epochs", "1", "--image-size", "48", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = done.stdout
+    assert "6. tag:" in text and "predicted: " in text
+    assert "every step ran" in text and "missing" not in text.split("6. tag:")[1]
+    assert "where everything is" in text
+    rows = (out / "tagged.jsonl").read_text().splitlines()
+    assert len(rows) == 6
+    assert len(list((out / "tagged").glob("*.txt"))) == 6
+    assert "images/s" in text
