@@ -74,7 +74,7 @@ def loader_rate(dataset: ShardStream, workers: int, batch: int, batches: int) ->
     n, start = 0, time.perf_counter()
     for _ in range(batches):
         try:
-            x, _ = next(it)
+            x, *_ = next(it)
         except StopIteration:
             break
         n += len(x)
@@ -85,7 +85,7 @@ def train_rate(model, batches, loss_fn, device, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
     n, start = 0, None
-    for i, (x, y) in enumerate(batches):
+    for i, (x, y, *_) in enumerate(batches):
         if i == 2:                             # two warm-up steps
             if device.type == "cuda":
                 torch.cuda.synchronize()
