@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from scrape.emulator import EmulatorThread
+from scrape.emulator.vocab import BACKGROUND_COLOURS
 
 AGENT = "booru-tagger-demo/0.1"
 SITES = {"danbooru": "/posts.json?limit=1", "gelbooru": "/index.php?page=dapi&s=post&q=index"
@@ -121,19 +122,24 @@ def main() -> int:
     tagged, table = args.out / "tagged", args.out / "tagged.jsonl"
     truth = pick_validation_images(raw, shards, tagged, 6, set(visual))
     if run([sys.executable, "-m", "train", "tag", "--model", str(model), str(tagged),
-            "--per-tag-thresholds", "--output", str(table), "--captions",
-            "--underscores-to-spaces", "--workers", "2", "-q"]) != 0:
+            "--per-tag-thresholds", "--captions", "--underscores-to-spaces", "--workers", "2",
+            "-q"]) != 0 or run([sys.executable, "-m", "train", "tag", "--model", str(model),
+                                str(tagged), "--threshold", "0", "--output", str(table),
+                                "--workers", "2", "-q"]) != 0:
         return 1
-    print("   visual tags of each image, and those predicted at the per-tag thresholds "
-          "(* when right)")
+    print("   each image's visual tags, the model's background colour (its best-learned "
+          "group), and the visual tags it scores above the P=R threshold (* when right)")
     for line in table.read_text().splitlines():
         row = json.loads(line)
         name, has = Path(row["path"]).name, truth.get(Path(row["path"]).name, [])
-        said = [f"{t}{'*' if t in has else ''} {s:.2f}"
-                for t, s in zip(row["tags"], row["scores"], strict=True) if t in visual]
-        more = f" (+{len(said) - 6} more)" if len(said) > 6 else ""
-        print(f"   {name[:12]}  has:       {', '.join(has) or '-'}")
-        print(f"   {'':12s}  predicted: {', '.join(said[:6]) or '-'}{more}")
+        scores = dict(zip(row["tags"], row["scores"], strict=True))    # every tag: threshold 0
+        colour = max(BACKGROUND_COLOURS, key=lambda t: scores.get(t, 0.0))
+        above = sorted(((s, t) for t, s in scores.items() if t in visual
+                        and s >= report["pr_threshold"]), reverse=True)
+        said = [f"{t}{'*' if t in has else ''} {s:.2f}" for s, t in above]
+        print(f"   {name[:12]}  has:        {', '.join(has) or '-'}")
+        print(f"   {'':12s}  background: {colour} {'right' if colour in has else 'wrong'}; "
+              f"above {report['pr_threshold']:.2f}: {', '.join(said[:5]) or '-'}")
     first = sorted(tagged.glob("*.txt"))[:1]
     if first:
         print(f"   caption {first[0].name[:12]}....txt: {first[0].read_text().strip()[:150]}")
