@@ -19,7 +19,7 @@ def test_tiny_demo_runs_every_step_and_tags_images(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = done.stdout
-    assert "6. tag:" in text and "predicted: " in text
+    assert "6. tag:" in text and "background: " in text
     assert "every step ran" in text and "missing" not in text.split("6. tag:")[1]
     assert "where everything is" in text
     rows = (out / "tagged.jsonl").read_text().splitlines()
