@@ -157,16 +157,21 @@ def corpus(data_dir: Path, count: int, seed: int) -> list[Path]:
     return want
 
 
-def plain_pillow(data: bytes) -> bytes:
-    """Full decode, RGB on white, LANCZOS, pad, JPEG: no draft, no reducing_gap."""
+def full_rgb(data: bytes) -> Image.Image:
+    """A full decode to RGB, alpha composited onto white (no draft, no reduced scale)."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
             rgba = im.convert("RGBA")
             rgb = Image.new("RGB", im.size, (255, 255, 255))
             rgb.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            rgb = im.convert("RGB")
+            return rgb
+        return im.convert("RGB")
+
+
+def plain_pillow(data: bytes) -> bytes:
+    """Full decode, RGB on white, LANCZOS, pad, JPEG: no draft, no reducing_gap."""
+    rgb = full_rgb(data)
     geometry = plan_geometry(*rgb.size, ImageSettings(size=SIZE))
     canvas = Image.new("RGB", geometry.canvas, (255, 255, 255))
     canvas.paste(rgb.resize(geometry.scaled, Image.Resampling.LANCZOS), geometry.offset)
@@ -206,14 +211,7 @@ def time_img2dataset(python: str, cpu: int, files: list[Path], psnr_n: int,
 
 def reference(data: bytes) -> tuple[np.ndarray, tuple]:
     """Float32 per-channel LANCZOS of the full decode, and the picture's box on the canvas."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-            rgba = im.convert("RGBA")
-            rgb = Image.new("RGB", im.size, (255, 255, 255))
-            rgb.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            rgb = im.convert("RGB")
+    rgb = full_rgb(data)
     geometry = plan_geometry(*rgb.size, ImageSettings(size=SIZE))
     channels = [c.convert("F").resize(geometry.scaled, Image.Resampling.LANCZOS)
                 for c in rgb.split()]

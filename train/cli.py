@@ -110,6 +110,13 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     return settings
 
 
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Logging for the train package's commands (`train`, `train export`, `tag`)."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tag"]:
@@ -123,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    configure_logging(args.verbose, args.quiet)
     try:
         settings = settings_from(args)
         from .run import Run

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cli import configure_logging
 from .data import MEAN, STD
 from .errors import TrainError
 from .inference import LoadedRun, load_run, probabilities
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    configure_logging(args.verbose, args.quiet)
     if not args.verbose:                    # the exporter's passes log every step at INFO
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
+from .cli import configure_logging
 from .errors import TrainError
 from .inference import (
     IMAGE_SUFFIXES,
@@ -271,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    configure_logging(args.verbose, args.quiet)
     try:
         tally = tag_images(args)
     except TrainError as exc:

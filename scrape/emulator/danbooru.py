@@ -19,24 +19,13 @@ from aiohttp import web
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, json_response, serve_file
+from .server import EMULATOR, Emulator, json_response, ruby_to_i, serve_file
 from .world import Post
 from .xml_form import rails_xml
 
 EASTERN = ZoneInfo("America/New_York")
 LEVELS = {"anonymous": (2, 1000), "member": (2, 1000), "gold": (6, 5000),
           "platinum": (None, 5000)}
-_INT_PREFIX = re.compile(r"^\s*(-?\d+)")
-
-
-def _to_i(text: str | None, default: int = 0) -> int:
-    """Ruby's String#to_i: the leading integer, or 0."""
-    if text is None:
-        return default
-    m = _INT_PREFIX.match(text)
-    return int(m.group(1)) if m else 0
-
-
 def error(status: int, exc: str, message: str, fmt: str = "json") -> web.Response:
     body = {"success": False, "error": exc, "message": message,
             "backtrace": ["app/controllers/application_controller.rb:118:in `rescue_exception'"]}
@@ -185,7 +174,7 @@ async def posts_index(request: web.Request) -> web.Response:
     emu: Emulator = request.config_dict[EMULATOR]
     fmt = request.match_info.get("fmt", "json")
     if "cause_error" in request.query:
-        status = _to_i(request.query["cause_error"])
+        status = ruby_to_i(request.query["cause_error"])
         if 400 <= status <= 599:
             return error(status, "Exception", request.query.get("message", "cause_error"), fmt)
     level, failure = _user_level(request)
@@ -210,7 +199,7 @@ async def posts_index(request: web.Request) -> web.Response:
             return error(404, "ActiveRecord::RecordNotFound", "That record was not found.", fmt)
         return _respond((await _render(request, posts, level))[0], fmt, "post")
     if "limit" in request.query:
-        limit = _to_i(request.query["limit"])
+        limit = ruby_to_i(request.query["limit"])
     else:
         limit = q.limit if q.limit is not None else 20
     limit = min(max(limit, 1), 200)
@@ -223,7 +212,7 @@ async def posts_index(request: web.Request) -> web.Response:
         else:
             posts = Q.search(emu.world, q, limit=limit, after=ref)[::-1]
     else:
-        number = max(_to_i(page, 1), 1)
+        number = max(ruby_to_i(page, 1), 1)
         if number > page_limit:
             return error(410, "PaginationExtension::PaginationError",
                          f"You cannot go beyond page {page_limit}.", fmt)
@@ -237,7 +226,7 @@ async def posts_show(request: web.Request) -> web.Response:
     level, failure = _user_level(request)
     if failure is not None:
         return failure
-    post = emu.world.post(_to_i(request.match_info["id"]))
+    post = emu.world.post(ruby_to_i(request.match_info["id"]))
     if post is None:
         return error(404, "ActiveRecord::RecordNotFound", "That record was not found.", fmt)
     return _respond((await _render(request, [post], level))[0], fmt, "post")
@@ -269,7 +258,7 @@ async def tags_index(request: web.Request) -> web.Response:
         pattern = params["search[name_matches]"]
         rows = [i for i in rows if Q.fnmatch.fnmatchcase(vocab.names[i], pattern)]
     if "search[category]" in params:
-        cats = {_to_i(c) for c in params["search[category]"].split(",")}
+        cats = {ruby_to_i(c) for c in params["search[category]"].split(",")}
         rows = [i for i in rows if int(vocab.categories[i]) in cats]
     if params.get("search[hide_empty]", "").lower() in {"true", "yes", "1"}:
         rows = [i for i in rows if counts_[i] > 0]
@@ -281,8 +270,8 @@ async def tags_index(request: web.Request) -> web.Response:
         rows.sort(key=lambda i: vocab.names[i])
     else:
         rows.sort(reverse=True)
-    limit = min(max(_to_i(params.get("limit"), 20), 1), 1000)
-    page = max(_to_i(params.get("page"), 1), 1)
+    limit = min(max(ruby_to_i(params.get("limit"), 20), 1), 1000)
+    page = max(ruby_to_i(params.get("page"), 1), 1)
     if page > 1000:
         return error(410, "PaginationExtension::PaginationError",
                      "You cannot go beyond page 1000.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 
 from . import render
 from .world import IMAGE_EXTS, Post, World
@@ -61,7 +62,7 @@ class FileStore:
             return render.stand_in("webm", post.id)
         if ext not in IMAGE_EXTS:          # previews of videos and flash: a grey tile
             post = _grey_stand_in(post)
-        im = render.render_image(post, self.world.seed, self.world.object_count(post.id))
+        im = render.render_image(post, self.world.seed, self.world.object_count(post))
         if variant == "original":
             if post.mislabeled:
                 ext = {"jpg": "png", "png": "jpg"}[ext]
@@ -71,5 +72,4 @@ class FileStore:
 
 
 def _grey_stand_in(post: Post) -> Post:
-    from dataclasses import replace
     return replace(post, width=min(post.width, 360), height=min(post.height, 360), rgba=False)

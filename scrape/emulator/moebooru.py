@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, json_response, serve_file
+from .server import EMULATOR, Emulator, json_response, ruby_to_i, serve_file
 from .world import Post
 from .xml_form import attributes_xml, rails_xml
 
@@ -39,7 +39,6 @@ IMAGE_EXTS = {"jpg", "png", "gif"}  # Moebooru's `image?`: everything else gets 
 # world's tags) take the numbers after them. Their real numbers are site config, unconfirmed.
 BASE_TYPES = {V.GENERAL: "general", V.ARTIST: "artist", V.COPYRIGHT: "copyright",
               V.CHARACTER: "character", V.META: "meta"}
-_INT_PREFIX = re.compile(r"^\s*([-+]?\d+)")
 _STUB_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
@@ -71,20 +70,14 @@ class Files:
     sample: tuple[int, int, int] | None     # (bytes, width, height)
 
 
-def _to_i(text: str | None) -> int:
-    """Ruby's String#to_i: the leading integer, or 0."""
-    m = _INT_PREFIX.match(text or "")
-    return int(m.group(1)) if m else 0
-
-
 def page_number(text: str | None) -> int:
     """`page` as Moebooru reads it: 1-based, junk -> 1, clamped to 1..1,000,000."""
-    return min(max(_to_i(text), 1), MAX_PAGE)
+    return min(max(ruby_to_i(text), 1), MAX_PAGE)
 
 
 def post_limit(text: str | None, metatag: int | None = None) -> int:
     """`limit` for /post: a `limit:` metatag wins; <= 0 or missing -> 40; capped at 1000."""
-    limit = metatag if metatag is not None else _to_i(text)
+    limit = metatag if metatag is not None else ruby_to_i(text)
     return DEFAULT_LIMIT if limit <= 0 else min(limit, MAX_LIMIT)
 
 
@@ -291,12 +284,12 @@ async def tag_index(request: web.Request) -> web.Response:
         keep = _name_filter(params["name"])
         rows = [i for i in rows if keep(vocab.names[i])]
     if params.get("type"):
-        wanted = _to_i(params["type"])
+        wanted = ruby_to_i(params["type"])
         rows = [i for i in rows if int(vocab.categories[i]) == wanted]
     if params.get("after_id"):
-        rows = [i for i in rows if i + 1 >= _to_i(params["after_id"])]
+        rows = [i for i in rows if i + 1 >= ruby_to_i(params["after_id"])]
     if params.get("id"):
-        rows = [i for i in rows if i + 1 == _to_i(params["id"])]
+        rows = [i for i in rows if i + 1 == ruby_to_i(params["id"])]
     order = params.get("order")
     if order == "count":
         rows = sorted(rows, key=lambda i: (-counts[i], i))
@@ -306,7 +299,7 @@ async def tag_index(request: web.Request) -> web.Response:
         rows = sorted(rows, key=lambda i: vocab.names[i])
     limit_text = params.get("limit") or None
     if limit_text != "0":
-        limit = _to_i(limit_text) if limit_text else TAG_DEFAULT_LIMIT
+        limit = ruby_to_i(limit_text) if limit_text else TAG_DEFAULT_LIMIT
         limit = limit if limit > 0 else TAG_DEFAULT_LIMIT
         start = (page_number(params.get("page")) - 1) * limit
         rows = rows[start:start + limit]

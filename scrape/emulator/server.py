@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import mimetypes
+import re
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -112,6 +113,18 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if start >= size or start > end:
         return None
     return start, min(end, size - 1)
+
+
+_RUBY_INT = re.compile(r"^\s*([-+]?\d+)")
+
+
+def ruby_to_i(text: str | None, default: int = 0) -> int:
+    """Ruby's String#to_i, as the Rails sites (Danbooru, Moebooru) read numbers: the leading
+    integer, or 0; `default` when the parameter is absent."""
+    if text is None:
+        return default
+    m = _RUBY_INT.match(text)
+    return int(m.group(1)) if m else 0
 
 
 def json_response(data, status: int = 200, **kwargs) -> web.Response:

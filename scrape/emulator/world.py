@@ -227,10 +227,10 @@ class World:
         # Map renderer indices to vocabulary indices (visual tags come first in the vocabulary).
         return np.where(vis >= 0, self._visual[np.maximum(vis, 0)], -1)
 
-    def object_count(self, post_id: int) -> int:
-        """The number of shapes the renderer draws for a post (a pure function of the id)."""
-        rng = np.random.default_rng([self.seed, 3, post_id])
-        tags = set(self.post(post_id).tags[V.GENERAL])
+    def object_count(self, post: Post) -> int:
+        """The number of shapes the renderer draws for a post (a pure function of the post)."""
+        rng = np.random.default_rng([self.seed, 3, post.id])
+        tags = set(post.tags[V.GENERAL])
         kinds = sum(s in tags for s in V.SHAPES)
         if "single_object" in tags:
             return 1
