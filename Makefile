@@ -1,26 +1,39 @@
-# make test: create .venv, install the project with its test extras, lint, run the tests.
+# make test: create the venv, install the project with its test tools (and a headless browser
+#            for the browser tests), lint, run the tests.
 # make demo: run the offline end-to-end pipeline against the bundled booru emulator.
+# Another interpreter: make test PYTHON=python3.12 (its own venv, .venv-python3.12).
 PYTHON ?= python3.11
-VENV := .venv
+VENV := $(if $(filter python3.11,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The tests run in parallel, one process per core; a module's tests stay on one worker so
+# that the runs they share are trained once.
+PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint browser bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Debian's chromium and its driver for the browser tests; skipped (and those tests skip with a
+# reason) where apt-get is missing or we are not root.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "no chromium: the browser tests will be skipped"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) browser lint
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo-out
+	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache .ruff_cache demo-out

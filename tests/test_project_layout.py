@@ -38,12 +38,6 @@ def test_console_scripts_are_declared_and_installed():
         assert (bindir / name).exists(), f"console script {name} not installed in {bindir}"
 
 
-def test_tests_and_bench_never_ship():
-    import tomllib
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert sorted(packages["packages"]) == sorted(PACKAGES)
-
-
 def test_usage_errors_fail_with_a_message_not_a_traceback():
     result = subprocess.run([sys.executable, "-m", "train"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)

@@ -1,3 +1,3 @@
-from .cli import main
+from .entry import train_main
 
-raise SystemExit(main())
+raise SystemExit(train_main())
