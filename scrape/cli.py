@@ -2,9 +2,11 @@
 
     scrape --site danbooru --tags "1girl solo" --out raw/ --limit 20000 --variant sample
 
-Writes raw/images/<md5[0:2]>/<md5>.<ext>, raw/posts/part-*.parquet (one row per post, with its
-tags by category and a status) and raw/state.sqlite (resume and dedupe). Rerun the same
-command after an interruption to finish the job; nothing is downloaded twice.
+Writes raw/images/<md5[0:2]>/<md5>.<ext> (samples: <md5>-sample.<ext>), raw/posts/part-*.parquet
+(a row per post, with its tags by category, a status and scraped_at) and raw/state.sqlite
+(resume and dedupe). Rerun the same command after an interruption to finish the job; nothing
+is downloaded twice. A later row of a post (--retry-failed, an original after a sample)
+supersedes the earlier one for every reader.
 Credentials come only from the environment: DANBOORU_LOGIN/DANBOORU_API_KEY,
 GELBOORU_USER_ID/GELBOORU_API_KEY, SAFEBOORU_USER_ID/SAFEBOORU_API_KEY.
 """
@@ -49,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["original", "sample"], default="original",
                    help="original file, or the site's sample (about 850 px wide; smaller, "
                    "and what training at 448 px needs)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also retry the posts whose latest row failed, e.g. after a site "
+                   "outage (default: off; a failed post stays failed)")
+    p.add_argument("--replace-samples", action="store_true",
+                   help="an --variant original run deletes the samples whose originals it "
+                   "stored (default: off, keep both)")
     p.add_argument("--metadata-only", action="store_true", help="write rows, download nothing")
     p.add_argument("--user-agent", default=DEFAULT_AGENT, help="identify yourself (default: "
                    "%(default)s)")
@@ -102,6 +110,7 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
         concurrency=values["concurrency"], rate=values["rate"], burst=values["burst"],
         retries=values["retries"], backoff=values["backoff"], timeout=values["timeout"],
         ratings=ratings, min_score=values["min_score"], variant=values["variant"],
+        retry_failed=values["retry_failed"], replace_samples=values["replace_samples"],
         metadata_only=values["metadata_only"], user_agent=values["user_agent"],
         progress=not values["quiet"] and sys.stderr.isatty())
 

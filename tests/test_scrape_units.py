@@ -285,7 +285,7 @@ async def fetch(tmp_path, body: bytes, ctype: str, md5: str, claimed: str | None
         async with Client(AGENT, retries=0, backoff=0.01) as client:
             try:
                 return await fetch_image(client, ImageStore(tmp_path), url + "/f.jpg", md5,
-                                         claimed, verify_md5=verify), handler
+                                         claimed, "original" if verify else "sample"), handler
             except FetchError as exc:
                 return exc, handler
     finally:
@@ -315,7 +315,7 @@ def test_fetch_image_retries_bad_bodies_then_fails(tmp_path, body, ctype, reason
 def test_fetch_image_without_md5_check_keeps_a_sample(tmp_path):
     data = encoded("JPEG")
     saved, _ = asyncio.run(fetch(tmp_path, data, "image/jpeg", "0" * 32, None, verify=False))
-    assert saved.image_path == f"images/00/{'0' * 32}.jpg" and not saved.corrected
+    assert saved.image_path == f"images/00/{'0' * 32}-sample.jpg" and not saved.corrected
 
 
 def test_fetch_image_refuses_a_non_image(tmp_path):
