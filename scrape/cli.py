@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="the site's API root (default: the real site; tests "
                    "use the emulator, e.g. http://127.0.0.1:8765/danbooru)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel downloads (8)")
-    p.add_argument("--rate", type=float, help="requests/s per host, retries included "
+    p.add_argument("--rate", type=float, help="API requests/s, retries included "
                    "(default: the site's polite rate: " + ", ".join(
                        f"{n} {c.rate:g}" for n, c in sorted(SITES.items())) + "; 0: no limit)")
+    p.add_argument("--file-rate", type=float, help="file requests/s per file host, where the "
+                   "files come from another host than the API, like a CDN (default: " + ", ".join(
+                       f"{n} {c.file_rate:g}" for n, c in sorted(SITES.items())) + "; 0: no "
+                   "limit; --concurrency bounds the files in flight either way)")
     p.add_argument("--burst", type=int, help="requests allowed at once before --rate applies")
     p.add_argument("--retries", type=int, default=5, help="extra attempts per request (5)")
     p.add_argument("--backoff", type=float, default=1.0,
@@ -98,8 +102,9 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
     for name in ("limit", "concurrency", "burst"):
         if values[name] is not None and values[name] < 1:
             raise UsageError(f"--{name} must be at least 1")
-    if values["rate"] is not None and values["rate"] < 0:
-        raise UsageError("--rate must be >= 0")
+    for name in ("rate", "file_rate"):
+        if values[name] is not None and values[name] < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if values["retries"] < 0:
         raise UsageError("--retries must be >= 0")
     if values["timeout"] <= 0 or values["backoff"] < 0:
@@ -108,6 +113,7 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
         site=values["site"], tags=values["tags"], out=Path(values["out"]),
         limit=values["limit"], base_url=values["base_url"],
         concurrency=values["concurrency"], rate=values["rate"], burst=values["burst"],
+        file_rate=values["file_rate"],
         retries=values["retries"], backoff=values["backoff"], timeout=values["timeout"],
         ratings=ratings, min_score=values["min_score"], variant=values["variant"],
         retry_failed=values["retry_failed"], replace_samples=values["replace_samples"],

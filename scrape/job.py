@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -45,7 +46,8 @@ class ScrapeSettings:
     limit: int | None = None            # the first N posts of the search
     base_url: str | None = None
     concurrency: int = 8                # parallel downloads
-    rate: float | None = None           # requests/s per host; None: the site's polite default
+    rate: float | None = None           # API requests/s per host; None: the site's default
+    file_rate: float | None = None      # file requests/s per file host; None: the site's
     burst: int | None = None
     retries: int = 5                    # extra attempts per request
     backoff: float = 1.0                # seconds; doubled each attempt, with full jitter
@@ -99,14 +101,16 @@ class ScrapeJob:
         self.archive = archive
         self._write_settings()
         rate = site_cls.rate if s.rate is None else (s.rate or None)
+        file_rate = site_cls.file_rate if s.file_rate is None else (s.file_rate or None)
         client = Client(s.user_agent, rate=rate, burst=s.burst or site_cls.burst,
                         retries=s.retries, backoff=s.backoff, timeout=s.timeout,
-                        concurrency=s.concurrency)
+                        concurrency=s.concurrency, file_rate=file_rate)
         bar = tqdm(desc=f"{s.site}", unit=" posts", disable=not s.progress, smoothing=0.1)
         self.bar = bar
         try:
             async with client:
                 site = site_cls(client, s.base_url, TagCache(archive.db, s.site))
+                client.api_hosts = frozenset({urlsplit(site.base).netloc})
                 queue: asyncio.Queue = asyncio.Queue(maxsize=s.concurrency * 4)
                 try:
                     # A task group: if a worker dies, the listing stops too (no hang).

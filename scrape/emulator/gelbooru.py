@@ -49,7 +49,7 @@ from .gelbooru_posts import (
     sha1_name,
     to_int,
 )
-from .server import EMULATOR, Emulator, serve_file
+from .server import EMULATOR, Emulator, file_base, serve_file
 from .world import ID_SPAN, RATINGS, Post, World
 from .xml_form import attributes_xml
 
@@ -277,7 +277,7 @@ async def posts_index(request: web.Request, d: Dialect, as_json: bool) -> web.Re
     if posts and _spurious(request, d, pid, tags):
         posts = []
     md5s = await emu.md5s(posts)
-    base = f"{request.scheme}://{request.host}/{d.name}"
+    base = file_base(request, d.name)
     render = d.json_post if as_json else d.xml_post
     rows = [render(post, md5, post_facts(post, md5, base, d, emu.world.seed), d)
             for post, md5 in zip(posts, md5s, strict=True)]

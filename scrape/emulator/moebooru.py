@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, json_response, ruby_to_i, serve_file
+from .server import EMULATOR, Emulator, file_base, json_response, ruby_to_i, serve_file
 from .world import Post
 from .xml_form import attributes_xml, rails_xml
 
@@ -189,7 +189,7 @@ def _files(emu: Emulator, post: Post) -> Files:
 async def _render(request: web.Request, posts: list[Post]) -> list[dict]:
     emu: Emulator = request.config_dict[EMULATOR]
     site = request.app[SITE_KEY]
-    base = f"{request.scheme}://{request.host}/{site.prefix}"
+    base = file_base(request, site.prefix)
     loop = asyncio.get_running_loop()
     md5s = await emu.md5s(posts)
     files = await asyncio.gather(*(loop.run_in_executor(None, _files, emu, p) for p in posts))

@@ -8,7 +8,6 @@ text. Tag categories come from the tag API, looked up once per name and cached.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import logging
@@ -92,7 +91,7 @@ class Gelbooru(Site):
             if raws or not retry_empty or attempt == EMPTY_RETRIES:
                 return raws, total
             log.info("%s: empty page at pid %d, retrying", self.name, pid)
-            await asyncio.sleep(self.client.backoff * (attempt + 1))
+            await self.client.clock.sleep(self.client.backoff * (attempt + 1))
         return [], None
 
     def parse(self, raw: dict) -> Post | None:
