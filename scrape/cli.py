@@ -19,11 +19,15 @@ import logging
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import DEFAULT_AGENT
 from .errors import FetchError, ScrapeError, UsageError
-from .job import DEFAULT_AGENT, ScrapeJob, ScrapeSettings, Summary
 from .post import RATINGS
 from .sites import SITES
+
+if TYPE_CHECKING:                   # the job (aiohttp, pyarrow, tqdm) loads when a scrape runs
+    from .job import ScrapeSettings, Summary
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
                   argv: list[str]) -> ScrapeSettings:
     """Defaults, then --config FILE.toml, then the flags actually given."""
+    from .job import ScrapeSettings
     values = vars(args).copy()
     if args.config:
         try:
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:
         settings = settings_from(args, parser, argv)
+        from .job import ScrapeJob
         summary = asyncio.run(ScrapeJob(settings).run())
     except ScrapeError as exc:
         print(f"scrape: {exc}", file=sys.stderr)

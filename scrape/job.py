@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from . import __version__
+from . import DEFAULT_AGENT, __version__
 from .archive import Archive
 from .download import ImageStore, fetch_image
 from .errors import FetchError
@@ -35,7 +35,6 @@ from .post import IMAGE_EXTS, Post
 from .sites import SITES, TagCache
 
 log = logging.getLogger(__name__)
-DEFAULT_AGENT = f"booru-tagger/{__version__} (+https://github.com/booru-tagger)"
 
 
 @dataclass

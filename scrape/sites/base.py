@@ -18,11 +18,14 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from ..errors import SiteError
-from ..http import Client, Reply
 from ..post import Post
+
+if TYPE_CHECKING:                   # aiohttp loads only when a scrape runs, not for --help
+    from ..http import Client, Reply
 
 log = logging.getLogger(__name__)
 
