@@ -11,6 +11,9 @@ Reading is split into :class:`ReadUnit` s (one parquet row group, or one JSON-li
 callers can process units in parallel, and each unit is read in record batches of at most
 ``batch_size`` rows: memory is bounded by the batch size, never by the number of posts.
 
+A post may have several rows in ``raw/posts`` (``scrape --retry-failed``, an original after a
+sample): only its latest row, by ``scraped_at``, is read; the others are dropped on reading.
+
 Tag columns may hold lists of strings (the posts parquet of ``scrape``) or one space-separated
 string per post (common in booru dumps); :func:`tag_lists` turns either into ``list<string>``.
 """
@@ -21,7 +24,7 @@ import gzip
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
@@ -58,6 +61,8 @@ class ReadUnit:
     num_rows: int | None
     columns: tuple[str, ...]
     json_schema: pa.Schema | None = None
+    # (site, id, scraped_at in µs or None) of rows a later row of the same post supersedes
+    superseded: frozenset = frozenset()
 
 
 def _format_of(path: Path, suffixes_jsonl: Sequence[str]) -> str | None:
@@ -168,7 +173,60 @@ def plan_units(
             ]
         else:
             units.append(ReadUnit(path, fmt, None, None, columns, schema))
+    superseded = superseded_rows(sorted({u.path for u in units if u.fmt == "parquet"}))
+    if superseded:
+        units = [replace(u, superseded=superseded) if u.fmt == "parquet" else u for u in units]
     return units
+
+
+def _key_table(path: Path) -> pa.Table | None:
+    names = pq.read_schema(path).names
+    if "site" not in names or "id" not in names:
+        return None
+    has_stamp = "scraped_at" in names
+    t = pq.read_table(path, columns=["site", "id", *(["scraped_at"] if has_stamp else [])])
+    stamp = _micros(t["scraped_at"]) if has_stamp else pa.nulls(len(t), pa.int64())
+    return pa.table({"site": t["site"], "id": t["id"].cast(pa.int64()), "t": stamp})
+
+
+def _micros(stamps) -> pa.Array:
+    return pc.cast(pc.cast(stamps, pa.timestamp("us", tz="UTC")), pa.int64())
+
+
+def superseded_rows(files: Sequence[Path]) -> frozenset:
+    """Keys ``(site, id, scraped_at µs or None)`` of the rows that a later row of the same post
+    replaces. Empty (and nothing read) when no file has a ``scraped_at`` column."""
+    if not any("scraped_at" in pq.read_schema(f).names for f in files):
+        return frozenset()
+    tables = [t for t in (_key_table(f) for f in files) if t is not None]
+    keys = pa.concat_tables(tables)
+    counted = keys.group_by(["site", "id"]).aggregate([("id", "count")])
+    repeated = counted.filter(pc.greater(counted["id_count"], 1))
+    if repeated.num_rows == 0:
+        return frozenset()
+    rows = keys.filter(pc.is_in(keys["id"], value_set=repeated["id"])).to_pylist()
+    latest: dict[tuple, int] = {}
+    for r in rows:
+        key = (r["site"], r["id"])
+        latest[key] = max(latest.get(key, -1), -1 if r["t"] is None else r["t"])
+    return frozenset((r["site"], r["id"], r["t"]) for r in rows
+                     if (-1 if r["t"] is None else r["t"]) < latest[(r["site"], r["id"])])
+
+
+def _drop_superseded(batch: pa.RecordBatch, unit: ReadUnit) -> pa.RecordBatch:
+    """The batch without superseded rows, holding only ``unit.columns``."""
+    ids = pa.array(sorted({k[1] for k in unit.superseded}), pa.int64())
+    suspects = pc.is_in(batch["id"].cast(pa.int64()), value_set=ids).to_numpy(
+        zero_copy_only=False)
+    keep = np.ones(batch.num_rows, dtype=bool)
+    if suspects.any():
+        names = batch.schema.names
+        stamps = (_micros(batch["scraped_at"]).to_pylist() if "scraped_at" in names
+                  else [None] * batch.num_rows)
+        sites, post_ids = batch["site"].to_pylist(), batch["id"].to_pylist()
+        for i in np.flatnonzero(suspects):
+            keep[i] = (sites[i], post_ids[i], stamps[i]) not in unit.superseded
+    return batch.filter(pa.array(keep)).select(list(unit.columns))
 
 
 def iter_batches(unit: ReadUnit, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
@@ -179,12 +237,18 @@ def iter_batches(unit: ReadUnit, batch_size: int = 65_536) -> Iterator[pa.Record
     try:
         if unit.fmt == "parquet":
             pf = pq.ParquetFile(unit.path)
-            yield from pf.iter_batches(
+            columns = list(unit.columns)
+            if unit.superseded:
+                present = pf.schema_arrow.names
+                columns += [c for c in ("site", "id", "scraped_at")
+                            if c in present and c not in columns]
+            for batch in pf.iter_batches(
                 batch_size=batch_size,
                 row_groups=[unit.row_group],
-                columns=list(unit.columns),
+                columns=columns,
                 use_threads=False,
-            )
+            ):
+                yield _drop_superseded(batch, unit) if unit.superseded else batch
         else:
             reader = pajson.open_json(
                 pa.input_stream(str(unit.path), compression="detect"),

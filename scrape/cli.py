@@ -2,9 +2,11 @@
 
     scrape --site danbooru --tags "1girl solo" --out raw/ --limit 20000 --variant sample
 
-Writes raw/images/<md5[0:2]>/<md5>.<ext>, raw/posts/part-*.parquet (one row per post, with its
-tags by category and a status) and raw/state.sqlite (resume and dedupe). Rerun the same
-command after an interruption to finish the job; nothing is downloaded twice.
+Writes raw/images/<md5[0:2]>/<md5>.<ext> (samples: <md5>-sample.<ext>), raw/posts/part-*.parquet
+(a row per post, with its tags by category, a status and scraped_at) and raw/state.sqlite
+(resume and dedupe). Rerun the same command after an interruption to finish the job; nothing
+is downloaded twice. A later row of a post (--retry-failed, an original after a sample)
+supersedes the earlier one for every reader.
 Credentials come only from the environment: DANBOORU_LOGIN/DANBOORU_API_KEY,
 GELBOORU_USER_ID/GELBOORU_API_KEY, SAFEBOORU_USER_ID/SAFEBOORU_API_KEY.
 """
@@ -17,11 +19,15 @@ import logging
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import DEFAULT_AGENT
 from .errors import FetchError, ScrapeError, UsageError
-from .job import DEFAULT_AGENT, ScrapeJob, ScrapeSettings, Summary
 from .post import RATINGS
 from .sites import SITES
+
+if TYPE_CHECKING:                   # the job (aiohttp, pyarrow, tqdm) loads when a scrape runs
+    from .job import ScrapeSettings, Summary
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="the site's API root (default: the real site; tests "
                    "use the emulator, e.g. http://127.0.0.1:8765/danbooru)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel downloads (8)")
-    p.add_argument("--rate", type=float, help="requests/s per host, retries included "
+    p.add_argument("--rate", type=float, help="API requests/s, retries included "
                    "(default: the site's polite rate: " + ", ".join(
                        f"{n} {c.rate:g}" for n, c in sorted(SITES.items())) + "; 0: no limit)")
+    p.add_argument("--file-rate", type=float, help="file requests/s per file host, where the "
+                   "files come from another host than the API, like a CDN (default: " + ", ".join(
+                       f"{n} {c.file_rate:g}" for n, c in sorted(SITES.items())) + "; 0: no "
+                   "limit; --concurrency bounds the files in flight either way)")
     p.add_argument("--burst", type=int, help="requests allowed at once before --rate applies")
     p.add_argument("--retries", type=int, default=5, help="extra attempts per request (5)")
     p.add_argument("--backoff", type=float, default=1.0,
@@ -49,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["original", "sample"], default="original",
                    help="original file, or the site's sample (about 850 px wide; smaller, "
                    "and what training at 448 px needs)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also retry the posts whose latest row failed, e.g. after a site "
+                   "outage (default: off; a failed post stays failed)")
+    p.add_argument("--replace-samples", action="store_true",
+                   help="an --variant original run deletes the samples whose originals it "
+                   "stored (default: off, keep both)")
     p.add_argument("--metadata-only", action="store_true", help="write rows, download nothing")
     p.add_argument("--user-agent", default=DEFAULT_AGENT, help="identify yourself (default: "
                    "%(default)s)")
@@ -62,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
                   argv: list[str]) -> ScrapeSettings:
     """Defaults, then --config FILE.toml, then the flags actually given."""
+    from .job import ScrapeSettings
     values = vars(args).copy()
     if args.config:
         try:
@@ -90,8 +107,9 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
     for name in ("limit", "concurrency", "burst"):
         if values[name] is not None and values[name] < 1:
             raise UsageError(f"--{name} must be at least 1")
-    if values["rate"] is not None and values["rate"] < 0:
-        raise UsageError("--rate must be >= 0")
+    for name in ("rate", "file_rate"):
+        if values[name] is not None and values[name] < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if values["retries"] < 0:
         raise UsageError("--retries must be >= 0")
     if values["timeout"] <= 0 or values["backoff"] < 0:
@@ -100,8 +118,10 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
         site=values["site"], tags=values["tags"], out=Path(values["out"]),
         limit=values["limit"], base_url=values["base_url"],
         concurrency=values["concurrency"], rate=values["rate"], burst=values["burst"],
+        file_rate=values["file_rate"],
         retries=values["retries"], backoff=values["backoff"], timeout=values["timeout"],
         ratings=ratings, min_score=values["min_score"], variant=values["variant"],
+        retry_failed=values["retry_failed"], replace_samples=values["replace_samples"],
         metadata_only=values["metadata_only"], user_agent=values["user_agent"],
         progress=not values["quiet"] and sys.stderr.isatty())
 
@@ -151,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:
         settings = settings_from(args, parser, argv)
+        from .job import ScrapeJob
         summary = asyncio.run(ScrapeJob(settings).run())
     except ScrapeError as exc:
         print(f"scrape: {exc}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Download one file, verify it, and move it into `raw/images/` atomically.
 
-A body is accepted only when it is non-empty, not an HTML page, matches the site's md5 (for
-originals), and its magic bytes say it is an image; the extension comes from those bytes.
+A body is accepted only when it is non-empty, not an HTML page, as long as its Content-Length,
+matches the site's md5 (originals; a sample has no md5 to check), and its magic bytes say it is
+an image; the extension comes from those bytes. A sample is stored as `<md5>-sample.<ext>`
+(the md5 of its original), a name no original can have.
 Bad bodies are retried (they are often transient: an error page, a cut connection); the bytes
 go to `raw/.tmp/` first and are renamed into place, so `images/` never holds a partial file.
 """
@@ -32,8 +34,17 @@ class Saved:
     corrected: bool         # the extension differs from what the site claimed
 
 
+VARIANTS = ("original", "sample")
+
+
+def image_name(md5: str, ext: str, variant: str = "original") -> str:
+    """`images/<md5[0:2]>/<md5>.<ext>`, or `<md5>-sample.<ext>` for a sample."""
+    suffix = "" if variant == "original" else f"-{variant}"
+    return f"images/{md5[:2]}/{md5}{suffix}.{ext}"
+
+
 class ImageStore:
-    """raw/images/<md5[0:2]>/<md5>.<ext>, written through raw/.tmp/."""
+    """raw/images/<md5[0:2]>/<md5>[-sample].<ext>, written through raw/.tmp/."""
 
     def __init__(self, raw: Path):
         self.raw = raw
@@ -42,18 +53,17 @@ class ImageStore:
         for stale in self.tmp.iterdir():        # left by a killed run
             stale.unlink(missing_ok=True)
 
-    def existing(self, md5: str) -> str | None:
-        """The relative path of an image already stored under this md5, if any."""
-        folder = self.raw / "images" / md5[:2]
-        if not folder.is_dir():
+    def existing(self, md5: str, variant: str = "original") -> str | None:
+        """The relative path of an image of this md5 and variant already stored, if any."""
+        if not (self.raw / "images" / md5[:2]).is_dir():
             return None
         for ext in sorted(IMAGE_TYPES):
-            if (folder / f"{md5}.{ext}").exists():
-                return f"images/{md5[:2]}/{md5}.{ext}"
+            if (self.raw / (rel := image_name(md5, ext, variant))).exists():
+                return rel
         return None
 
-    def put(self, md5: str, ext: str, data: bytes) -> str:
-        rel = f"images/{md5[:2]}/{md5}.{ext}"
+    def put(self, md5: str, ext: str, data: bytes, variant: str = "original") -> str:
+        rel = image_name(md5, ext, variant)
         final = self.raw / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp / f"{md5}.{uuid.uuid4().hex[:8]}.part"
@@ -70,8 +80,10 @@ class ImageStore:
 
 
 async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
-                      claimed_ext: str | None, verify_md5: bool) -> Saved:
-    """Download `url` and store it under `md5`; raises FetchError with a reason."""
+                      claimed_ext: str | None, variant: str = "original") -> Saved:
+    """Download `url` (the post's `variant` file) and store it under `md5`, checking the md5
+    for an original; raises FetchError with a reason."""
+    verify_md5 = variant == "original"
     problem = FetchError("failed", "no attempt made")
     for attempt in range(CONTENT_ATTEMPTS):
         if attempt:
@@ -96,7 +108,7 @@ async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
                 raise FetchError("not_image", f"the body is {kind or 'not a known format'}")
             if claimed_ext and kind != claimed_ext:
                 log.debug("%s: the site says .%s, the bytes are .%s", url, claimed_ext, kind)
-            rel = store.put(md5, kind, data)
+            rel = store.put(md5, kind, data, variant)
             return Saved(rel, kind, len(data), corrected=bool(claimed_ext) and
                          kind != claimed_ext)
         log.debug("%s: %s (attempt %d)", url, problem, attempt + 1)

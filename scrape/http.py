@@ -1,4 +1,8 @@
-"""The HTTP client: one aiohttp session, a per-host rate limit, retries with backoff.
+"""The HTTP client: one aiohttp session, per-host rate limits, retries with backoff.
+
+Two budgets: the API hosts (`api_hosts`) get `rate`/`burst`, the site's documented API limit;
+every other host is a file host (a CDN such as cdn.donmai.us) and gets `file_rate` per host,
+which the API limits do not cover. With no `api_hosts` every host is held to `rate`.
 
 `Client.get_bytes(url)` returns a body or raises `FetchError` after `retries` attempts. It
 retries 429, 5xx, timeouts, connection errors and bodies shorter than their Content-Length,
@@ -8,7 +12,6 @@ A Cloudflare challenge is a `SiteError`: retrying cannot fix a blocked user agen
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import random
@@ -19,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .errors import FetchError, SiteError
-from .ratelimit import HostLimiter
+from .ratelimit import Clock, HostLimiter
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524}
@@ -43,9 +46,13 @@ class Client:
 
     def __init__(self, user_agent: str, rate: float | None = None, burst: int = 1,
                  retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
-                 concurrency: int = 16):
+                 concurrency: int = 16, file_rate: float | None = None,
+                 api_hosts: frozenset[str] = frozenset(), clock=None):
         self.user_agent = user_agent
-        self.limiter = HostLimiter(rate, burst)
+        self.clock = clock or Clock()
+        self.limiter = HostLimiter(rate, burst, self.clock)
+        self.file_limiter = HostLimiter(file_rate, concurrency, self.clock)
+        self.api_hosts = api_hosts
         self.retries = retries
         self.backoff = backoff
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30))
@@ -79,7 +86,8 @@ class Client:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
-            await self.limiter.acquire(host)
+            api = not self.api_hosts or host in self.api_hosts
+            await (self.limiter if api else self.file_limiter).acquire(host)
             self.requests += 1
             try:
                 async with self.session.get(url, params=params, headers=headers,
@@ -116,7 +124,7 @@ class Client:
         if wait is None:
             wait = random.uniform(0, self.backoff * 2 ** attempt)
         log.debug("retrying in %.2f s (attempt %d)", wait, attempt + 1)
-        await asyncio.sleep(min(wait, MAX_RETRY_AFTER))
+        await self.clock.sleep(min(wait, MAX_RETRY_AFTER))
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -27,12 +27,17 @@ SCHEMA = pa.schema([
     ("file_size", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")), ("tags", _TAGS),
     *[(f"tags_{c}", _TAGS) for c in CATEGORIES],
     ("image_path", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    # variant: which file image_path holds (original | sample); scraped_at: when this row was
+    # written. A post may have several rows (a retry, an original after a sample): the
+    # latest scraped_at is the one that counts.
+    ("variant", pa.string()), ("scraped_at", pa.timestamp("us", tz="UTC")),
 ])
 
 
 def row(post: Post, status: str, image_path: str | None = None, error: str | None = None,
-        file_ext: str | None = None, file_url: str | None = None) -> dict:
-    """One parquet row for a post and what happened to it."""
+        file_ext: str | None = None, file_url: str | None = None,
+        variant: str | None = None) -> dict:
+    """One parquet row for a post and what happened to it, stamped with the time now."""
     cats = post.categories
     return {
         "site": post.site, "id": post.id, "md5": post.md5,
@@ -42,6 +47,7 @@ def row(post: Post, status: str, image_path: str | None = None, error: str | Non
         "created_at": post.created_at, "tags": post.tags,
         **{f"tags_{c}": (cats.get(c, []) if cats is not None else None) for c in CATEGORIES},
         "image_path": image_path, "status": status, "error": error,
+        "variant": variant if image_path else None, "scraped_at": datetime.now(UTC),
     }
 
 

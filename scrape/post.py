@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 RATINGS = ("general", "sensitive", "questionable", "explicit")
 CATEGORIES = ("general", "character", "copyright", "artist", "meta")
@@ -39,6 +40,31 @@ class Post:
     deleted: bool = False
     banned: bool = False
     extra: dict = field(default_factory=dict)        # site-specific, never written
+
+    def __post_init__(self) -> None:
+        # Some sites list a tag twice (a Gelbooru 0.2 site does): keep the first of each.
+        self.tags = unique(self.tags)
+        if self.categories is not None:
+            self.categories = {c: unique(names) for c, names in self.categories.items()}
+        if self.file_ext is None:
+            self.file_ext = ext_from_url(self.file_url)
+
+
+def unique(names: list[str]) -> list[str]:
+    """The names without repeats, in their first order."""
+    return list(dict.fromkeys(names))
+
+
+def ext_from_url(url: str | None) -> str | None:
+    """A whitelisted extension from a URL's path (`.../abc.png?123` gives png), else None.
+
+    For sites whose posts carry no `file_ext` (Konachan, Gelbooru); the bytes decide later.
+    """
+    if not url:
+        return None
+    path = urlsplit(url).path
+    name = path.rsplit("/", 1)[-1]
+    return safe_ext(name.rsplit(".", 1)[1]) if "." in name else None
 
 
 def valid_md5(value) -> str | None:

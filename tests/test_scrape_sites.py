@@ -412,6 +412,7 @@ def sample_paths(emu, post) -> tuple[str, str]:
 def assert_is_sample(raw, row) -> None:
     path = raw / row["image_path"]
     assert row["file_ext"] == "jpg" and md5_of(path) != row["md5"]
+    assert row["variant"] == "sample" and path.name == f"{row['md5']}-sample.jpg"
     with Image.open(path) as im:
         assert im.format == "JPEG" and im.width == 850
 

@@ -21,7 +21,8 @@ from scrape.emulator import vocab as V
 
 FAST = ["--rate", "0", "--backoff", "0.01", "-q"]
 IMAGE_EXTS = {"jpg", "png", "gif", "webp"}
-IMAGE_PATH = re.compile(r"^images/([0-9a-f]{2})/([0-9a-f]{32})\.(jpg|png|gif|webp|avif|bmp)$")
+IMAGE_PATH = re.compile(
+    r"^images/([0-9a-f]{2})/([0-9a-f]{32})(-sample)?\.(jpg|png|gif|webp|avif|bmp)$")
 CATEGORY = {"general": V.GENERAL, "artist": V.ARTIST, "copyright": V.COPYRIGHT,
             "character": V.CHARACTER, "meta": V.META}
 WORDS = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
@@ -33,6 +34,7 @@ SCHEMA = {   # shared/DESIGN.md boundary 1
     "created_at": pa.timestamp("us", tz="UTC"), "tags": TAGS, "tags_general": TAGS,
     "tags_character": TAGS, "tags_copyright": TAGS, "tags_artist": TAGS, "tags_meta": TAGS,
     "image_path": pa.string(), "status": pa.string(), "error": pa.string(),
+    "variant": pa.string(), "scraped_at": pa.timestamp("us", tz="UTC"),
 }
 
 
@@ -81,8 +83,9 @@ def check_images(raw: Path, rows: list[dict], originals: bool = True) -> None:
         m = IMAGE_PATH.match(r["image_path"] or "")
         assert m, r["image_path"]
         assert m.group(2) == r["md5"] and m.group(1) == r["md5"][:2]
-        assert m.group(3) == r["file_ext"]
-        if originals:
+        assert m.group(4) == r["file_ext"]
+        assert r["variant"] == ("sample" if m.group(3) else "original"), r
+        if originals or not m.group(3):
             assert md5_of(raw / r["image_path"]) == r["md5"], r["id"]
         wanted.add(r["image_path"])
     assert image_files(raw) == wanted

@@ -21,7 +21,7 @@ from scrape.errors import FetchError, SiteError
 from scrape.filetype import looks_like_html, sniff
 from scrape.http import Client
 from scrape.post import as_int, rating_word, safe_ext, valid_md5
-from scrape.ratelimit import HostLimiter, TokenBucket
+from scrape.ratelimit import Clock, HostLimiter, TokenBucket
 
 AGENT = "booru-tagger-tests/1.0"
 
@@ -112,36 +112,53 @@ def within_bucket(times: list[float], rate: float, burst: int) -> bool:
                for i in range(len(times)) for j in range(i, len(times)))
 
 
-def test_token_bucket_burst_then_rate():
-    async def go() -> tuple[float, list[float]]:
-        bucket = TokenBucket(rate=20, burst=5)
-        start, times = time.monotonic(), []
-        for _ in range(25):
-            await bucket.acquire()
-            times.append(time.monotonic())
-        return start, times
+class FakeClock(Clock):
+    """Virtual time for the limiter and retry tests: sleeps take no real time, and are kept."""
 
-    start, times = asyncio.run(go())
-    assert times[4] - start < 0.2                       # the burst goes at once
-    assert 0.95 <= times[-1] - start < 2.0              # then 20 more at 20/s
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+    async def sleep_until(self, when: float) -> None:
+        self.sleeps.append(when - self.t)
+        self.t = max(self.t, when)
+        await asyncio.sleep(0)
+
+
+def test_token_bucket_burst_then_rate():
+    async def go() -> list[float]:
+        bucket = TokenBucket(rate=20, burst=5, clock=FakeClock())
+        return [await bucket.acquire() for _ in range(25)]
+
+    times = asyncio.run(go())
+    assert times[:5] == [0.0] * 5                       # the burst goes at once
+    assert times[-1] == pytest.approx(1.0)              # then 20 more at 20/s
+    assert times[5:] == pytest.approx([0.05 * i for i in range(1, 21)])
     assert within_bucket(times, 20, 5)
 
 
 def test_token_bucket_is_shared_by_concurrent_callers():
-    async def go() -> tuple[float, list[float]]:
-        bucket = TokenBucket(rate=40, burst=2)
-        start, times = time.monotonic(), []
+    async def go() -> list[float]:
+        bucket = TokenBucket(rate=40, burst=2, clock=FakeClock())
+        times: list[float] = []
 
         async def caller():
             for _ in range(10):
-                await bucket.acquire()
-                times.append(time.monotonic())
+                times.append(await bucket.acquire())
 
         await asyncio.gather(*(caller() for _ in range(3)))
-        return start, sorted(times)
+        return sorted(times)
 
-    start, times = asyncio.run(go())
-    assert 0.65 <= times[-1] - start < 1.5              # (30 - 2) / 40 s
+    times = asyncio.run(go())
+    assert times[-1] == pytest.approx((30 - 2) / 40)
     assert within_bucket(times, 40, 2)
 
 
@@ -151,15 +168,16 @@ def test_token_bucket_rejects_a_zero_rate():
 
 
 def test_host_limiter_buckets_per_host_and_none_means_unlimited():
-    async def go(limiter: HostLimiter, hosts: list[str]) -> float:
-        start = time.monotonic()
+    async def go(rate, hosts: list[str]) -> tuple[float, list[float]]:
+        clock = FakeClock()
+        limiter = HostLimiter(rate, 3, clock)
         for host in hosts:
             await limiter.acquire(host)
-        return time.monotonic() - start
+        return clock.t, clock.sleeps
 
-    assert asyncio.run(go(HostLimiter(None, 1), ["a"] * 200)) < 0.3
-    assert asyncio.run(go(HostLimiter(2, 3), ["a", "a", "a", "b", "b", "b"])) < 0.3
-    assert asyncio.run(go(HostLimiter(2, 3), ["a"] * 4)) >= 0.45
+    assert asyncio.run(go(None, ["a"] * 200)) == (0.0, [])
+    assert asyncio.run(go(2, ["a", "a", "a", "b", "b", "b"])) == (0.0, [])
+    assert asyncio.run(go(2, ["a"] * 4))[0] == pytest.approx(0.5)
 
 
 # -- the HTTP client -----------------------------------------------------------------------
@@ -204,11 +222,10 @@ def ok() -> web.Response:
 
 def test_client_honours_retry_after_seconds():
     handler = answering(lambda: web.Response(status=429, headers={"Retry-After": "1"}), ok)
-    start = time.monotonic()
-    reply, client = asyncio.run(get_with(handler))
+    clock = FakeClock()
+    reply, client = asyncio.run(get_with(handler, clock=clock))
     assert reply.status == 200 and reply.body == b"fine"
-    assert time.monotonic() - start >= 0.95
-    assert handler.seen[1] - handler.seen[0] >= 0.95
+    assert clock.sleeps == [1.0]
     assert (client.requests, client.retried) == (2, 1)
 
 
@@ -217,17 +234,35 @@ def test_client_honours_retry_after_as_a_date():
         when = email.utils.formatdate(time.time() + 2, usegmt=True)
         return web.Response(status=503, headers={"Retry-After": when})
 
-    handler = answering(later, ok)
-    reply, _ = asyncio.run(get_with(handler))
+    clock = FakeClock()
+    reply, _ = asyncio.run(get_with(answering(later, ok), clock=clock))
     assert reply.status == 200
-    assert handler.seen[1] - handler.seen[0] >= 0.9     # the date has whole seconds
+    assert len(clock.sleeps) == 1 and 0.5 <= clock.sleeps[0] <= 2.0   # whole seconds
 
 
 def test_client_backs_off_without_retry_after():
     handler = answering(lambda: web.Response(status=500), lambda: web.Response(status=502), ok)
-    reply, _ = asyncio.run(get_with(handler, backoff=0.2))
+    clock = FakeClock()
+    reply, _ = asyncio.run(get_with(handler, backoff=0.2, clock=clock))
     assert reply.status == 200 and len(handler.seen) == 3
-    assert handler.seen[2] - handler.seen[0] <= 0.2 + 0.4 + 0.3     # full jitter: <= 0.2, 0.4
+    assert len(clock.sleeps) == 2                                   # full jitter: <= 0.2, 0.4
+    assert 0 <= clock.sleeps[0] <= 0.2 and 0 <= clock.sleeps[1] <= 0.4
+
+
+def test_client_keeps_api_and_file_hosts_on_separate_budgets():
+    async def go() -> FakeClock:
+        clock = FakeClock()
+        client = Client(AGENT, rate=1, burst=1, file_rate=100, concurrency=2,
+                        api_hosts=frozenset({"api"}), clock=clock)
+        for _ in range(3):
+            await client.limiter.acquire("api")                     # 1/s: 2 s of waiting
+        assert clock.t == pytest.approx(2.0)
+        for _ in range(10):
+            await client.file_limiter.acquire("cdn")                # 100/s after a burst of 2
+        assert clock.t - 2.0 == pytest.approx(0.08)
+        return clock
+
+    asyncio.run(go())
 
 
 @pytest.mark.parametrize("retries", [0, 2])
@@ -285,7 +320,7 @@ async def fetch(tmp_path, body: bytes, ctype: str, md5: str, claimed: str | None
         async with Client(AGENT, retries=0, backoff=0.01) as client:
             try:
                 return await fetch_image(client, ImageStore(tmp_path), url + "/f.jpg", md5,
-                                         claimed, verify_md5=verify), handler
+                                         claimed, "original" if verify else "sample"), handler
             except FetchError as exc:
                 return exc, handler
     finally:
@@ -315,7 +350,7 @@ def test_fetch_image_retries_bad_bodies_then_fails(tmp_path, body, ctype, reason
 def test_fetch_image_without_md5_check_keeps_a_sample(tmp_path):
     data = encoded("JPEG")
     saved, _ = asyncio.run(fetch(tmp_path, data, "image/jpeg", "0" * 32, None, verify=False))
-    assert saved.image_path == f"images/00/{'0' * 32}.jpg" and not saved.corrected
+    assert saved.image_path == f"images/00/{'0' * 32}-sample.jpg" and not saved.corrected
 
 
 def test_fetch_image_refuses_a_non_image(tmp_path):

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, json_response, ruby_to_i, serve_file
+from .server import EMULATOR, Emulator, file_base, json_response, ruby_to_i, serve_file
 from .world import Post
 from .xml_form import rails_xml
 
@@ -150,7 +150,7 @@ def _pixiv_id(source: str) -> int | None:
 
 
 def _base(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}/danbooru"
+    return file_base(request, "danbooru")
 
 
 async def _render(request: web.Request, posts: list[Post], level: str) -> list[dict]:

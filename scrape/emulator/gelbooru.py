@@ -14,7 +14,8 @@ auth per `Emulator.gelbooru_auth`, safebooru lists only general-rated posts.
 Knobs on the dialect object, `app[DIALECT]` of each sub-application (tests flip them):
 `include_file_url` (False: safebooru's older JSON without file/sample/preview URLs),
 `spurious_empty` (fraction of later pages, pid > 0 or an `id:<` search, answered empty on their
-first request only) and `single_post_object` (gelbooru.com: a one-post page as an object).
+first request only), `single_post_object` (gelbooru.com: a one-post page as an object),
+`legacy_hash` (JSON before 2021: the md5 in `hash`) and `repeat_tag` (a tag listed twice).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .gelbooru_posts import (
     sha1_name,
     to_int,
 )
-from .server import EMULATOR, Emulator, serve_file
+from .server import EMULATOR, Emulator, file_base, serve_file
 from .world import ID_SPAN, RATINGS, Post, World
 from .xml_form import attributes_xml
 
@@ -276,10 +277,15 @@ async def posts_index(request: web.Request, d: Dialect, as_json: bool) -> web.Re
     if posts and _spurious(request, d, pid, tags):
         posts = []
     md5s = await emu.md5s(posts)
-    base = f"{request.scheme}://{request.host}/{d.name}"
+    base = file_base(request, d.name)
     render = d.json_post if as_json else d.xml_post
     rows = [render(post, md5, post_facts(post, md5, base, d, emu.world.seed), d)
             for post, md5 in zip(posts, md5s, strict=True)]
+    for row in rows:
+        if d.legacy_hash and as_json and "md5" in row:
+            row["hash"] = row.pop("md5")
+        if d.repeat_tag and row["tags"].split():
+            row["tags"] = f"{row['tags']} {row['tags'].split()[0]}"
     head = {"limit": limit, "offset": offset, "count": count} if d.envelope \
         else {"count": count, "offset": offset}
     return _listing(d, "posts", "post", rows, head, as_json)
@@ -300,11 +306,13 @@ def tags_index(request: web.Request, d: Dialect, as_json: bool) -> web.Response:
         rows = [i for i in rows if i + 1 == to_int(p["id"], 0)]
     if "after_id" in p:
         rows = [i for i in rows if i + 1 > to_int(p["after_id"], 0)]
+    # Names match as stored: HTML-escaped, the form the post API lists (`&gt;_&lt;`); the
+    # unescaped `>_<` finds nothing, as on the real sites.
     if "name" in p:
-        rows = [i for i in rows if vocab.names[i] == html.unescape(p["name"])]
+        rows = [i for i in rows if escape_text(vocab.names[i]) == p["name"]]
     if "names" in p:
-        wanted = {html.unescape(n) for n in p["names"].split()}
-        rows = [i for i in rows if vocab.names[i] in wanted]
+        wanted = set(p["names"].split())
+        rows = [i for i in rows if escape_text(vocab.names[i]) in wanted]
     if "name_pattern" in p:
         like = _like(html.unescape(p["name_pattern"]))
         rows = [i for i in rows if like.fullmatch(vocab.names[i])]

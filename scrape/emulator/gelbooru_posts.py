@@ -158,6 +158,8 @@ class Dialect:
     include_file_url: bool = True   # knob: False drops the three URLs from JSON posts
     spurious_empty: float = 0.0     # knob: see the module docstring
     single_post_object: bool = False    # knob: `"post": {...}` for a one-post page
+    legacy_hash: bool = False       # knob: JSON before 2021, the md5 in `hash`, not `md5`
+    repeat_tag: bool = False        # knob: the first tag listed twice, as a real 0.2 site does
 
 
 GELBOORU = Dialect("gelbooru", max_limit=100, envelope=True, attribute_xml=False,

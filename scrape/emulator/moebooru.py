@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, json_response, ruby_to_i, serve_file
+from .server import EMULATOR, Emulator, file_base, json_response, ruby_to_i, serve_file
 from .world import Post
 from .xml_form import attributes_xml, rails_xml
 
@@ -49,6 +49,7 @@ class MoeSite:
     prefix: str                     # "yandere": mounted at /yandere
     file_prefix: str                # CONFIG["download_filename_prefix"]
     extra_types: dict[int, str]
+    lists_file_ext: bool = True     # Konachan's posts have no `file_ext`: only the URL says
 
     @property
     def types(self) -> dict[int, str]:
@@ -57,7 +58,7 @@ class MoeSite:
 
 SITES = {
     "yandere": MoeSite("yandere", "yande.re", {6: "circle", 7: "faults"}),
-    "konachan": MoeSite("konachan", "Konachan.com -", {6: "style"}),
+    "konachan": MoeSite("konachan", "Konachan.com -", {6: "style"}, lists_file_ext=False),
 }
 SITE_KEY = web.AppKey("moebooru_site", MoeSite)
 
@@ -165,6 +166,8 @@ def post_json(site: MoeSite, post: Post, md5: str, files: Files, base: str) -> d
         "frames_pending_string": "", "frames_pending": [], "frames_string": "", "frames": [],
         "is_note_locked": False, "last_noted_at": 0, "last_commented_at": 0,
     }
+    if not site.lists_file_ext:
+        del data["file_ext"]
     if deleted:
         for key in ("file_url", "sample_url", "jpeg_url"):
             del data[key]
@@ -186,7 +189,7 @@ def _files(emu: Emulator, post: Post) -> Files:
 async def _render(request: web.Request, posts: list[Post]) -> list[dict]:
     emu: Emulator = request.config_dict[EMULATOR]
     site = request.app[SITE_KEY]
-    base = f"{request.scheme}://{request.host}/{site.prefix}"
+    base = file_base(request, site.prefix)
     loop = asyncio.get_running_loop()
     md5s = await emu.md5s(posts)
     files = await asyncio.gather(*(loop.run_in_executor(None, _files, emu, p) for p in posts))

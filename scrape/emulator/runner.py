@@ -24,23 +24,32 @@ def build(seed: int = 0, posts: int = 3000, image_scale: float = 1.0,
                     faults=faults or FaultConfig(), gelbooru_auth=gelbooru_auth)
 
 
-async def start(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
-    """Start serving on the running loop; returns the runner (its port in `runner.addresses`)."""
+async def start(emulator: Emulator, host: str = "127.0.0.1", port: int = 0,
+                files_port: int | None = None) -> web.AppRunner:
+    """Start serving on the running loop; returns the runner (its port in `runner.addresses`).
+
+    With `files_port` (0: any free port) the same application also listens on a second
+    address, and the sites list their file URLs there, as real sites list a CDN host."""
     logging.getLogger("aiohttp.server").addFilter(QuietResets())
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="render"))
     runner = web.AppRunner(make_app(emulator), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    if files_port is not None:
+        await web.TCPSite(runner, host, files_port).start()
+        emulator.files_url = f"http://{host}:{runner.addresses[-1][1]}"
     return runner
 
 
 class EmulatorThread:
     """The emulator on its own event loop in a daemon thread, for tests and benchmarks."""
 
-    def __init__(self, emulator: Emulator | None = None, port: int = 0, **build_args):
+    def __init__(self, emulator: Emulator | None = None, port: int = 0,
+                 files_host: bool = False, **build_args):
         self.emulator = emulator or build(**build_args)
         self.port = port
+        self.files_host = files_host        # serve files from a second address (a "CDN")
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -49,7 +58,8 @@ class EmulatorThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._runner = self._loop.run_until_complete(start(self.emulator, port=self.port))
+        self._runner = self._loop.run_until_complete(
+            start(self.emulator, port=self.port, files_port=0 if self.files_host else None))
         self.port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._ready.set()

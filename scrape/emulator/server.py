@@ -43,6 +43,9 @@ class Emulator:
     log: RequestLog = field(default_factory=RequestLog)
     bucket: TokenBucket = field(default_factory=TokenBucket)
     md5_index: dict[str, int] = field(default_factory=dict)
+    files_url: str = ""                 # "http://127.0.0.1:PORT": files listed on a second
+                                        # address, as the real sites list a CDN host; "": the
+                                        # API's own address
 
     async def md5(self, post: Post) -> str:
         """The md5 of a post's original, rendered off the event loop the first time."""
@@ -59,6 +62,13 @@ class Emulator:
 
 
 EMULATOR = web.AppKey("emulator", Emulator)
+
+
+def file_base(request: web.Request, prefix: str) -> str:
+    """Where a site's listed file URLs point: the files address if set, else the API's."""
+    emu: Emulator = request.config_dict[EMULATOR]
+    root = emu.files_url or f"{request.scheme}://{request.host}"
+    return f"{root}/{prefix}"
 
 
 async def serve_file(request: web.Request, post: Post | None, variant: str,

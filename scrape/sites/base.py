@@ -1,7 +1,14 @@
 """What every site adapter provides: settings as class attributes and one pagination hook.
 
 A site turns a tag search into pages of `Post`s (`pages()`), with tags by category. Its class
-attributes are its polite defaults: `rate` requests/s and `burst` per host.
+attributes are its polite defaults: `rate` API requests/s and `burst` on the API host, and
+`file_rate` requests/s per file host. The sites list their files on CDN hosts (Danbooru
+cdn.donmai.us, Gelbooru img*.gelbooru.com, yande.re files.yande.re, safebooru.org its own
+host) for which none publishes a limit (shared/reference/booru-apis.md: Danbooru's documented
+10 requests/s is its API edge; gallery-dl, the reference client, waits between API pages only
+and downloads files without a delay); `file_rate` keeps a ceiling anyway, and `--concurrency`
+bounds the files in flight. On a site whose files come from the API host itself, file
+requests share the API budget.
 """
 
 from __future__ import annotations
@@ -11,11 +18,14 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from ..errors import SiteError
-from ..http import Client, Reply
 from ..post import Post
+
+if TYPE_CHECKING:                   # aiohttp loads only when a scrape runs, not for --help
+    from ..http import Client, Reply
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +58,9 @@ class TagCache:
 class Site:
     name = ""
     base_url = ""
-    rate = 2.0                      # polite requests/s per host
+    rate = 2.0                      # polite API requests/s
     burst = 4
+    file_rate = 50.0                # file requests/s per file host (no site publishes one)
     credential_vars: tuple[str, str] = ("", "")
 
     def __init__(self, client: Client, base_url: str | None = None,

@@ -8,7 +8,6 @@ text. Tag categories come from the tag API, looked up once per name and cached.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import logging
@@ -17,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..errors import SiteError
-from ..post import Post, as_int, rating_word, safe_ext, valid_md5
+from ..post import Post, as_int, ext_from_url, rating_word, valid_md5
 from .base import Site
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ class Gelbooru(Site):
     rate = 2.0
     burst = 4
     page_size = 100
-    md5_field = "md5"
     credential_vars = ("GELBOORU_USER_ID", "GELBOORU_API_KEY")
 
     def _params(self, **params) -> dict:
@@ -93,7 +91,7 @@ class Gelbooru(Site):
             if raws or not retry_empty or attempt == EMPTY_RETRIES:
                 return raws, total
             log.info("%s: empty page at pid %d, retrying", self.name, pid)
-            await asyncio.sleep(self.client.backoff * (attempt + 1))
+            await self.client.clock.sleep(self.client.backoff * (attempt + 1))
         return [], None
 
     def parse(self, raw: dict) -> Post | None:
@@ -103,31 +101,34 @@ class Gelbooru(Site):
         directory, image = str(raw.get("directory") or ""), str(raw.get("image") or "")
         file_url = raw.get("file_url") or (
             f"{self.base}/images/{directory}/{image}" if directory and image else None)
+        site_names = str(raw.get("tags") or "").split()     # HTML-escaped, as stored
         sample_url = raw.get("sample_url") or None
         if not sample_url and raw.get("sample") in {True, "1", "true"} and image:
             sample_url = f"{self.base}/samples/{directory}/sample_{image.rsplit('.', 1)[0]}.jpg"
-        ext_source = str(file_url or image)
-        ext = safe_ext(ext_source.rsplit("?", 1)[0].rsplit(".", 1)[-1]) if "." in ext_source \
-            else None
         return Post(
-            site=self.name, id=post_id, md5=valid_md5(raw.get(self.md5_field)),
-            file_ext=ext, file_url=self.url(file_url), sample_url=self.url(sample_url),
+            site=self.name, id=post_id, md5=valid_md5(raw.get("md5") or raw.get("hash")),
+            file_ext=ext_from_url(file_url or image), file_url=self.url(file_url),
+            sample_url=self.url(sample_url),
             source=html.unescape(str(raw.get("source") or "")) or None,
             rating=rating_word(raw.get("rating")), score=as_int(raw.get("score")),
             width=as_int(raw.get("width")), height=as_int(raw.get("height")),
             file_size=None, created_at=_created(raw.get("created_at")),
-            tags=html.unescape(str(raw.get("tags") or "")).split(),
+            tags=[html.unescape(t) for t in site_names],
             deleted=str(raw.get("status", "")).lower() == "deleted",
+            extra={"site_names": {html.unescape(t): t for t in site_names}},
         )
 
     async def _categorise(self, posts: list[Post]) -> None:
-        names = sorted({t for p in posts for t in p.tags})
+        site_names = {t: p.extra.get("site_names", {}).get(t, t) for p in posts for t in p.tags}
+        names = sorted(site_names)
         known = self.tag_cache.get(names) if self.tag_cache else {}
         missing = [n for n in names if n not in known]
         for i in range(0, len(missing), 100):
             chunk = missing[i:i + 100]
+            # The tag API matches names as the site stores them: HTML-escaped (`&gt;_&lt;`),
+            # the form the post API lists, not the unescaped name.
             reply = await self.client.get(f"{self.base}/index.php", params=self._params(
-                s="tag", names=" ".join(chunk), limit=len(chunk)))
+                s="tag", names=" ".join(site_names[n] for n in chunk), limit=len(chunk)))
             if reply.status != 200:             # general for now; asked again next run
                 log.warning("%s: tag API answered HTTP %d", self.name, reply.status)
                 known.update(dict.fromkeys(chunk, "general"))
@@ -148,7 +149,6 @@ class Safebooru(Gelbooru):
     name = "safebooru"
     base_url = "https://safebooru.org"
     page_size = 1000
-    md5_field = "hash"
     credential_vars = ("SAFEBOORU_USER_ID", "SAFEBOORU_API_KEY")
 
 
