@@ -17,7 +17,17 @@ from train.run import Run
 from train.settings import TrainSettings
 
 
-def small_run(root: Path, posts: int = 300, epochs: int = 3) -> Path:
+def cached_run(tmp_path_factory) -> Path:
+    """One small run per test session (and xdist worker), shared by the report and review
+    tests through the session's base temporary folder."""
+    root = tmp_path_factory.getbasetemp() / "small-run"
+    if not (root / "run" / "model.safetensors").exists():
+        root.mkdir(exist_ok=True)
+        small_run(root)
+    return root / "run"
+
+
+def small_run(root: Path, posts: int = 240, epochs: int = 2) -> Path:
     """Train on the emulator's pictures at 32 px; returns the run folder (with eval.json)."""
     shards = emulator_shards(root / "shards", posts=posts, size=32, val_every=4)
     manifest = json.loads((shards / "manifest.json").read_text())
