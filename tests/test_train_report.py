@@ -56,6 +56,7 @@ def test_tag_rows_and_worst_pictures():
     assert not targets[fp, 1].any() and targets[fn, 1].all()
 
 
+@pytest.mark.slow
 def test_report_recomputes_the_runs_validation_numbers(report):
     summary = json.loads((report / "report.json").read_text())
     final = json.loads((report.parent / "eval.json").read_text())
@@ -76,6 +77,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert train_main(["report", "--run", str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.slow
 def test_report_in_the_browser(report, tmp_path):
     from selenium.webdriver.common.by import By
     with chromium() as driver:

@@ -112,7 +112,8 @@ async function edit(ids, add, remove) {
     if (el) el.classList.add("conflict");
   });
   if (problems.length) status(problems.join("; "), true);
-  else status(`saved ${saved} caption${saved === 1 ? "" : "s"}`, false);
+  else if (saved) status(`saved ${saved} caption${saved === 1 ? "" : "s"}`, false);
+  else status("no change: the captions already say so", false);
   refocus();
 }
 
