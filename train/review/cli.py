@@ -1,4 +1,4 @@
-"""`tag review IMAGES --model run/`: the review app on http://127.0.0.1:8765/.
+"""`tag review IMAGES --model run/`: the review app on http://127.0.0.1:8777/.
 
     tag review pics/ --model run/                 # predicts what is not yet, then serves
     tag review pics/ --model run/ --port 0        # any free port (printed)
@@ -29,7 +29,7 @@ from .server import make_app
 from .store import CORRECTIONS, REVIEW_DIR, ReviewStore
 
 log = logging.getLogger(__name__)
-PORT = 8765
+PORT = 8777
 
 
 def build_parser() -> argparse.ArgumentParser:
