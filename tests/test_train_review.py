@@ -103,6 +103,13 @@ def test_an_edit_saves_the_caption_and_a_correction_and_never_overwrites_a_chang
     assert (images / "img1.txt").read_text() == "edited_elsewhere\n"
     assert len(_corrections(images)) == 1
     assert store.edit(i, result["image"]["version"], ["x"], [])["status"] == "saved"
+    # A caption written with spaces (`tag --underscores-to-spaces`) keeps its spelling.
+    (images / "img4.txt").write_text("red background, my tag\n")
+    j = store.relative.index("img4.png")
+    state = store.state(j)
+    assert state["caption"] == ["red_background", "my tag"]
+    assert store.edit(j, state["version"], ["blue_background"], [])["status"] == "saved"
+    assert (images / "img4.txt").read_text() == "red background, my tag, blue background\n"
 
 
 def test_the_api_over_http(folder):

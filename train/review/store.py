@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prep.folder_input import find_images, parse_caption
@@ -54,19 +54,29 @@ class ReviewStore:
     def caption(self, i: int) -> tuple[list[str], str, str | None]:
         """(tags, version, error) of image `i`'s caption file; tags in the label space's
         spelling where the file writes them with spaces."""
+        return self._read(i)[:3]
+
+    def _read(self, i: int) -> tuple[list[str], str, str | None, CaptionStyle]:
+        """caption() and the style to write the file back in: with spaces for underscores
+        when the file writes a known tag that way (as `tag --underscores-to-spaces` does)."""
         path = caption_path(self.images[i], self.style)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return [], "", None
+            return [], "", None, self.style
         except OSError as exc:
-            return [], "unreadable", f"cannot read {path.name}: {exc}"
+            return [], "unreadable", f"cannot read {path.name}: {exc}", self.style
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            return [], hashlib.sha256(data).hexdigest(), f"{path.name} is not UTF-8: {exc}"
-        tags = [t if t in self.categories else self._spaced.get(t, t) for t in parse_caption(text)]
-        return tags, hashlib.sha256(data).hexdigest(), None
+            return ([], hashlib.sha256(data).hexdigest(), f"{path.name} is not UTF-8: {exc}",
+                    self.style)
+        written = parse_caption(text)
+        tags = [t if t in self.categories else self._spaced.get(t, t) for t in written]
+        style = self.style
+        if any(w != t for w, t in zip(written, tags, strict=True)):
+            style = replace(style, underscores_to_spaces=True)
+        return tags, hashlib.sha256(data).hexdigest(), None, style
 
     def state(self, i: int) -> dict:
         """Everything the page shows of image `i`."""
@@ -93,7 +103,7 @@ class ReviewStore:
         if not 0 <= i < len(self.images):
             raise IndexError(i)
         with self._lock:
-            tags, current, error = self.caption(i)
+            tags, current, error, style = self._read(i)
             if error:
                 return {"status": "error", "message": error, "image": self.state(i)}
             if current != version:
@@ -105,7 +115,7 @@ class ReviewStore:
             new += [t for t in dict.fromkeys(add) if t not in new and t not in drop]
             if new == tags and current:
                 return {"status": "unchanged", "image": self.state(i)}
-            text = ", ".join(format_tag(t, self.style) for t in new)
+            text = ", ".join(format_tag(t, style) for t in new)
             try:
                 write_caption(self.images[i], text, self.style, overwrite=True)
                 self._log({"time": round(time.time(), 3), "image": self.relative[i],

@@ -144,7 +144,7 @@ $("grid").addEventListener("click", (e) => {
   const id = +el.dataset.id;
   focused = id;
   const c = e.target.closest(".chip");
-  if (e.target.classList.contains("select")) { e.preventDefault(); toggle(id); return; }
+  if (e.target.classList.contains("select")) { toggle(id); return; }
   if (c && e.target.classList.contains("reject")) edit([id], [], [c.dataset.tag]);
   else if (c && e.target.classList.contains("accept")) edit([id], [c.dataset.tag], []);
   else if (e.shiftKey || e.ctrlKey || e.metaKey) toggle(id);
