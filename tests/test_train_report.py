@@ -117,3 +117,15 @@ def test_report_in_the_browser(report, tmp_path):
                   driver.find_elements(By.CSS_SELECTOR, "#false-positives .score")]
         assert scores == sorted(scores, reverse=True) and min(scores) >= tag["threshold"]
         screenshot(driver, tmp_path, "report-tag.png")
+
+
+@pytest.mark.slow
+def test_train_writes_the_report_unless_told_not_to(tmp_path_factory, tmp_path):
+    shards = cached_run(tmp_path_factory).parent / "shards"
+    argv = ["--stream", "--shards", str(shards), "--model", "resnet18", "--weights", "none",
+            "--image-size", "32", "--epochs", "1", "--max-steps", "1", "--batch-size", "32",
+            "--workers", "0", "-q"]
+    assert train_main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "report" / "index.html").is_file()
+    assert train_main([*argv, "--out", str(tmp_path / "b"), "--no-report"]) == 0
+    assert (tmp_path / "b" / "eval.json").is_file() and not (tmp_path / "b" / "report").exists()
