@@ -54,6 +54,14 @@ def pick_validation_images(raw: Path, shards: Path, into: Path, n: int,
     return truth
 
 
+def _report_size(folder: Path) -> str:
+    """The report's index.html with the size of the whole folder (pages and thumbnails)."""
+    if not (folder / "index.html").is_file():
+        return f"{folder} (not written)"
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return f"{folder / 'index.html'} ({size / 1e6:.1f} MB with its thumbnails)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--posts", type=int, default=2000)
@@ -148,10 +156,13 @@ def main() -> int:
                         ("shards", shards / "manifest.json"), ("trained model", model),
                         ("  weights, label space", model / "model.safetensors"),
                         ("  metrics", model / "eval.json"), ("  curves", model / "metrics.png"),
+                        ("  evaluation report", _report_size(model / "report")),
                         ("tagged images, captions", tagged), ("their tags and scores", table)):
         print(f"   {what:24s} {where}")
     print(f"   next: tag --model {model} YOUR_IMAGES --captions    "
           f"train export --run {model} --format onnx")
+    print(f"   review and correct the tags in the browser, then retrain on them:\n"
+          f"     tag review {tagged} --model {model}")
     print("still missing: " + "; ".join(missing) if missing else "every step ran")
     return 0
 

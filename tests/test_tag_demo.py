@@ -26,3 +26,5 @@ def test_tiny_demo_runs_every_step_and_tags_images(tmp_path):
     assert len(rows) == 6
     assert len(list((out / "tagged").glob("*.txt"))) == 6
     assert "images/s" in text
+    assert f"{out / 'run' / 'report' / 'index.html'} (" in text      # the evaluation report
+    assert f"tag review {out / 'tagged'} --model {out / 'run'}" in text

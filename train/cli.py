@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tomllib
 from dataclasses import fields
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{name}", type=kind)
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from run/checkpoints/last.pt")
+    g.add_argument("--no-report", action="store_true",
+                   help="skip the HTML evaluation report (default: write run/report/)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
@@ -122,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["tag"]:
         from .tag_cli import main as tag_main
         return tag_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from .report.cli import main as report_main
+        return report_main(argv[1:])
     if argv[:1] == ["export"]:
         from .export import main as export_main
         return export_main(argv[1:])
@@ -142,7 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         print("train: interrupted; `--resume` continues from the last checkpoint",
               file=sys.stderr)
         return 130
+    if not args.no_report and report.get("mAP") is not None:
+        _write_report(settings, args.quiet)
     if not args.quiet and report:
         print(f"train: done at step {report['step']}; mAP {report.get('mAP', float('nan')):.4f}"
               f"; outputs in {settings.out}")
     return 0
+
+
+def _write_report(settings: TrainSettings, quiet: bool) -> None:
+    """run/report/ after a run with a validation split (rank 0 only); a failure only warns."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from .report.cli import write_report
+    try:
+        index = write_report(settings.out, device=settings.device, quiet=quiet)
+    except TrainError as exc:
+        log.warning("no evaluation report: %s", exc)
+        return
+    if not quiet:
+        print(f"train: report in {index}")

@@ -267,6 +267,9 @@ def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["review"]:
+        from .review.cli import main as review_main
+        return review_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

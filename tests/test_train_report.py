@@ -1,0 +1,131 @@
+"""`train report`: numbers checked against scikit-learn, then the page in a real browser."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from browser import chromium, screenshot
+from report_fixtures import cached_run
+
+from train.cli import main as train_main
+from train.report.analysis import pr_curve, tag_rows, worst
+from train.report.cli import main as report_main
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = cached_run(tmp_path_factory)
+    assert report_main(["--run", str(run), "--examples", "4", "-q"]) == 0
+    return run / "report"
+
+
+def test_pr_curve_is_sklearns():
+    precision_recall_curve = pytest.importorskip("sklearn.metrics").precision_recall_curve
+    rng = np.random.default_rng(0)
+    targets = rng.random(300) < 0.3
+    scores = np.round(np.clip(targets * 0.3 + rng.random(300) * 0.7, 0, 1), 2)  # with ties
+    p, r, t = pr_curve(scores, targets, max_points=10_000)
+    sp, sr, st = precision_recall_curve(targets, scores)
+    # sklearn: ascending thresholds with a final (precision 1, recall 0) point.
+    np.testing.assert_allclose(p, sp[:-1][::-1])
+    np.testing.assert_allclose(r, sr[:-1][::-1])
+    np.testing.assert_allclose(t, st[::-1])
+    assert len(pr_curve(scores, targets, max_points=50)[0]) <= 50
+    assert len(pr_curve(scores, np.zeros(300), max_points=50)[0]) == 0
+
+
+def test_tag_rows_and_worst_pictures():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    targets = (rng.random((200, 3)) < 0.4).astype(np.uint8)
+    scores = np.clip(targets * 0.4 + rng.random((200, 3)) * 0.6, 0, 1)
+    limits = np.array([0.3, 0.5, 0.7])
+    rows = tag_rows(scores, targets, limits)
+    for i, row in enumerate(rows):
+        pred = scores[:, i] >= limits[i]
+        assert row["precision"] == pytest.approx(sk.precision_score(targets[:, i], pred))
+        assert row["recall"] == pytest.approx(sk.recall_score(targets[:, i], pred))
+        assert row["f1"] == pytest.approx(sk.f1_score(targets[:, i], pred))
+        assert row["support"] == targets[:, i].sum()
+    fp, fn = worst(scores[:, 1], targets[:, 1], 0.5, 5)
+    negatives = scores[:, 1][(targets[:, 1] == 0) & (scores[:, 1] >= 0.5)]
+    assert list(scores[fp, 1]) == sorted(negatives, reverse=True)[:5]
+    positives = scores[:, 1][(targets[:, 1] == 1) & (scores[:, 1] < 0.5)]
+    assert list(scores[fn, 1]) == sorted(positives)[:5]
+    assert not targets[fp, 1].any() and targets[fn, 1].all()
+
+
+@pytest.mark.slow
+def test_report_recomputes_the_runs_validation_numbers(report):
+    summary = json.loads((report / "report.json").read_text())
+    final = json.loads((report.parent / "eval.json").read_text())
+    assert summary["samples"] == final["samples"]
+    assert summary["mAP"] == pytest.approx(final["mAP"], abs=1e-4)
+    tags = summary["tags"]
+    assert len(list((report / "tags").glob("*.html"))) == len(tags)
+    shown = {t["page"]: min(t["fp"], 4) + min(t["fn"], 4) for t in tags}
+    assert sum(shown.values()) > 0
+    assert 0 < len(list((report / "thumbs").glob("*.jpg"))) <= sum(shown.values())
+    html = (report / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html          # nothing fetched
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert report_main(["--run", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert train_main(["report", "--run", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.slow
+def test_report_in_the_browser(report, tmp_path):
+    from selenium.webdriver.common.by import By
+    with chromium() as driver:
+        driver.get((report / "index.html").as_uri())
+        rows = driver.find_elements(By.CSS_SELECTOR, "#tags tbody tr")
+        summary = json.loads((report / "report.json").read_text())
+        assert len(rows) == len(summary["tags"])
+        assert driver.find_elements(By.CSS_SELECTOR, "svg.curve polyline[data-series=mAP]")
+        screenshot(driver, tmp_path, "report.png")
+        # Sort by AP, descending: the first row is the best tag.
+        header = driver.find_element(By.XPATH, "//table[@id='tags']//th[text()='AP']")
+        header.click()
+        first = driver.find_element(By.CSS_SELECTOR, "#tags tbody tr td a").text
+        best = max((t for t in summary["tags"] if t["ap"] is not None), key=lambda t: t["ap"])
+        assert first == best["name"]
+        # Filter: only the matching tags stay visible.
+        driver.find_element(By.ID, "filter").send_keys("background")
+        visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#tags tbody tr")
+                   if r.is_displayed()]
+        assert visible and all("background" in r.text for r in visible)
+        assert len(visible) == sum("background" in t["name"] for t in summary["tags"])
+        # The tag page with the most false positives: its curve and its thumbnails, loaded.
+        tag = max(summary["tags"], key=lambda t: t["fp"])
+        assert tag["fp"] > 0
+        driver.find_element(By.ID, "filter").clear()
+        driver.find_element(By.ID, "filter").send_keys(tag["name"])
+        driver.find_element(By.LINK_TEXT, tag["name"]).click()
+        assert driver.find_element(By.TAG_NAME, "h1").text == tag["name"]
+        assert driver.find_elements(By.CSS_SELECTOR, "svg.pr polyline")
+        thumbs = driver.find_elements(By.CSS_SELECTOR, "#false-positives figure img")
+        assert len(thumbs) == min(tag["fp"], 4)
+        for img in thumbs:
+            assert driver.execute_script("return arguments[0].complete && "
+                                         "arguments[0].naturalWidth > 0", img)
+        scores = [float(f.text.split()[0]) for f in
+                  driver.find_elements(By.CSS_SELECTOR, "#false-positives .score")]
+        assert scores == sorted(scores, reverse=True) and min(scores) >= tag["threshold"]
+        screenshot(driver, tmp_path, "report-tag.png")
+
+
+@pytest.mark.slow
+def test_train_writes_the_report_unless_told_not_to(tmp_path_factory, tmp_path):
+    shards = cached_run(tmp_path_factory).parent / "shards"
+    argv = ["--stream", "--shards", str(shards), "--model", "resnet18", "--weights", "none",
+            "--image-size", "32", "--epochs", "1", "--max-steps", "1", "--batch-size", "32",
+            "--workers", "0", "-q"]
+    assert train_main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "report" / "index.html").is_file()
+    assert train_main([*argv, "--out", str(tmp_path / "b"), "--no-report"]) == 0
+    assert (tmp_path / "b" / "eval.json").is_file() and not (tmp_path / "b" / "report").exists()

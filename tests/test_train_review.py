@@ -1,0 +1,200 @@
+"""`tag review`: the folder's state and its edits on disk, the HTTP API, then the page in a
+real browser: reject a tag on one image, add one to a selection, reload, check the files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import urllib.request
+
+import pytest
+from browser import chromium, screenshot
+from PIL import Image
+from report_fixtures import cached_run
+
+from shards import read_shards
+from train.review.cli import build_parser, prepare, serve
+from train.review.server import make_app
+from train.tag_cli import main as tag_main
+
+pytestmark = pytest.mark.slow        # one small training run for the module
+
+
+@pytest.fixture
+def folder(tmp_path_factory, tmp_path):
+    """Five validation pictures as PNG files and one file that is not an image."""
+    run = cached_run(tmp_path_factory)
+    images = tmp_path / "pics"
+    images.mkdir()
+    samples = read_shards(run.parent / "shards", "val", image="bytes")
+    for n, sample in zip(range(5), samples, strict=False):
+        Image.open(io.BytesIO(sample["image"])).save(images / f"img{n}.png")
+    (images / "broken.png").write_bytes(b"not a picture")
+    return run, images
+
+
+def _prepared(run, images):
+    return prepare(build_parser().parse_args([str(images), "--model", str(run)]))
+
+
+class Served:
+    """The app on a free loopback port, in a thread with its own event loop."""
+
+    def __init__(self, app):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.runner, self.url = asyncio.run_coroutine_threadsafe(
+            serve(app, "127.0.0.1", 0), self.loop).result(30)
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _post(url, body):
+    req = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _corrections(images):
+    path = images / ".review" / "corrections.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_first_start_predicts_and_writes_missing_captions(folder):
+    run, images = folder
+    (images / "img0.txt").write_text("my_tag, circle\n")
+    store, info, predicted, written = _prepared(run, images)
+    assert predicted == 6 and written == 4                 # img0 keeps its own caption
+    assert (images / "img0.txt").read_text() == "my_tag, circle\n"
+    states = {s["path"]: s for s in map(store.state, range(len(store.images)))}
+    assert states["img0.png"]["caption"] == ["my_tag", "circle"]
+    assert "cannot identify image" in states["broken.png"]["error"]
+    assert states["img1.png"]["predicted"] and states["img1.png"]["error"] is None
+    assert "prep make-shards --folder" in info["retrain"] and "--init-from" in info["retrain"]
+    again = _prepared(run, images)                          # nothing predicted twice
+    assert again[2] == 0 and again[3] == 0
+
+
+def test_an_edit_saves_the_caption_and_a_correction_and_never_overwrites_a_changed_file(
+        folder):
+    run, images = folder
+    store, _, _, _ = _prepared(run, images)
+    i = store.relative.index("img1.png")
+    state = store.state(i)
+    result = store.edit(i, state["version"], ["added_tag"], state["caption"][:1])
+    assert result["status"] == "saved"
+    text = (images / "img1.txt").read_text().strip()
+    assert text.split(", ") == state["caption"][1:] + ["added_tag"]
+    [entry] = _corrections(images)
+    assert entry["image"] == "img1.png" and entry["added"] == ["added_tag"]
+    assert entry["removed"] == state["caption"][:1] and entry["caption"] == text
+    # Someone edits the caption in another program: the stale edit is refused, file kept.
+    (images / "img1.txt").write_text("edited_elsewhere\n")
+    result = store.edit(i, result["image"]["version"], ["x"], [])
+    assert result["status"] == "conflict" and "changed on disk" in result["message"]
+    assert result["image"]["caption"] == ["edited_elsewhere"]
+    assert (images / "img1.txt").read_text() == "edited_elsewhere\n"
+    assert len(_corrections(images)) == 1
+    assert store.edit(i, result["image"]["version"], ["x"], [])["status"] == "saved"
+    # A caption written with spaces (`tag --underscores-to-spaces`) keeps its spelling.
+    (images / "img4.txt").write_text("red background, my tag\n")
+    j = store.relative.index("img4.png")
+    state = store.state(j)
+    assert state["caption"] == ["red_background", "my tag"]
+    assert store.edit(j, state["version"], ["blue_background"], [])["status"] == "saved"
+    assert (images / "img4.txt").read_text() == "red background, my tag, blue background\n"
+
+
+def test_the_api_over_http(folder):
+    run, images = folder
+    store, info, _, _ = _prepared(run, images)
+    served = Served(make_app(store, info))
+    try:
+        with urllib.request.urlopen(served.url + "api/state", timeout=30) as r:
+            state = json.loads(r.read())
+        assert len(state["images"]) == 6 and len(state["tags"]) == len(store.names)
+        ids = [s["id"] for s in state["images"] if s["path"] in ("img2.png", "img3.png")]
+        items = [{"id": i, "version": state["images"][i]["version"]} for i in ids]
+        reply = _post(served.url + "api/edit", {"items": items, "add": ["red, background"]})
+        assert [r["status"] for r in reply["results"]] == ["saved", "saved"]
+        for name in ("img2.txt", "img3.txt"):
+            assert (images / name).read_text().strip().endswith("red background")
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            _post(served.url + "api/edit", {"items": "nonsense"})
+        assert bad.value.code == 400
+        with urllib.request.urlopen(served.url + f"image/{ids[0]}", timeout=30) as r:
+            assert r.read() == (images / "img2.png").read_bytes()
+    finally:
+        served.close()
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert tag_main(["review", str(tmp_path / "none"), "--model", str(tmp_path)]) == 2
+    assert "not a folder of images" in capsys.readouterr().err
+
+
+def test_review_in_the_browser(folder, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    run, images = folder
+    (images / "img0.txt").write_text("circle, border, my_own_tag\n")   # a caption to judge
+    store, info, _, _ = _prepared(run, images)
+    served = Served(make_app(store, info))
+    try:
+        with chromium(1100, 800) as driver:
+            wait = WebDriverWait(driver, 20)
+            driver.get(served.url)
+            cards = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card"))
+            assert len(cards) == 6
+            states = [store.state(i) for i in range(len(store.images))]
+            first = min(states, key=lambda s: (s["uncertainty"], s["id"]))
+            assert cards[0].get_attribute("data-path") == first["path"]   # most uncertain
+            broken = driver.find_element(By.CSS_SELECTOR, '.card[data-path="broken.png"]')
+            assert "unreadable" in broken.text
+            # Reject the first caption tag of img0.
+            card = driver.find_element(By.CSS_SELECTOR, '.card[data-path="img0.png"]')
+            chip = card.find_element(By.CSS_SELECTOR, ".chip.in-caption")
+            rejected = chip.get_attribute("data-tag")
+            chip.find_element(By.CSS_SELECTOR, ".reject").click()
+            wait.until(lambda d: "saved" in d.find_element(By.ID, "status").text)
+            # Select img1 and img2 (a click and the keyboard), add a tag to both.
+            driver.find_element(By.CSS_SELECTOR, '.card[data-path="img1.png"] .select').click()
+            card2 = driver.find_element(By.CSS_SELECTOR, '.card[data-path="img2.png"]')
+            driver.execute_script("arguments[0].focus()", card2)
+            card2.send_keys("x")
+            assert driver.find_element(By.ID, "selected-count").text == "2"
+            driver.find_element(By.ID, "bulk-tag").send_keys("needs_fix")
+            driver.find_element(By.ID, "bulk-add").click()
+            wait.until(lambda d: d.find_element(By.ID, "status").text == "saved 2 captions")
+            screenshot(driver, tmp_path, "review.png")
+            driver.refresh()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 6)
+            chips = {c.get_attribute("data-path"): [x.get_attribute("data-tag") for x in
+                     c.find_elements(By.CSS_SELECTOR, ".chip.in-caption")]
+                     for c in driver.find_elements(By.CSS_SELECTOR, ".card")}
+            assert rejected not in chips["img0.png"]
+            assert "needs_fix" in chips["img1.png"] and "needs_fix" in chips[
+                "img2.png"]
+            # A caption changed on disk meanwhile: the app says so and shows the new one.
+            (images / "img1.txt").write_text("changed_on_disk\n")
+            card1 = driver.find_element(By.CSS_SELECTOR, '.card[data-path="img1.png"]')
+            card1.find_element(By.CSS_SELECTOR, ".chip.in-caption .reject").click()
+            wait.until(lambda d: "changed on disk" in d.find_element(By.ID, "status").text)
+            card1 = driver.find_element(By.CSS_SELECTOR, '.card[data-path="img1.png"]')
+            assert [x.get_attribute("data-tag") for x in card1.find_elements(
+                By.CSS_SELECTOR, ".chip.in-caption")] == ["changed_on_disk"]
+    finally:
+        served.close()
+    assert rejected not in (images / "img0.txt").read_text().split(", ")
+    assert "needs_fix" in (images / "img2.txt").read_text()
+    assert (images / "img1.txt").read_text() == "changed_on_disk\n"
+    log = _corrections(images)
+    assert [e["image"] for e in log] == ["img0.png", "img1.png", "img2.png"]
+    assert log[0]["removed"] == [rejected]

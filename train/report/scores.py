@@ -1,0 +1,97 @@
+"""The run's model over its validation shards: a (samples, outputs) score matrix and targets.
+
+    val = validation_scores(run, "shards/")      # run = inference.load_run("run/")
+    val.scores (n, T) float32, val.targets (n, T) uint8, val.keys, val.tags (true tags)
+
+Samples are read with the shards' reader (shards/reader.py) and prepared as `tag` prepares
+pictures (inference.load_picture), so the numbers match what `tag` would say about them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shards import ManifestError, read_manifest, read_shards
+
+from ..data import MEAN, STD, Targets
+from ..errors import TrainError
+from ..inference import LoadedRun, load_picture, probabilities
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValScores:
+    keys: list[str]              # sample keys, in shard order
+    tags: list[list[str]]        # each sample's true tags (only those of the label space)
+    scores: np.ndarray           # (n, outputs) probabilities, float32
+    targets: np.ndarray          # (n, outputs) 0/1, uint8
+
+
+def validation_scores(run: LoadedRun, shards: str, batch_size: int = 64,
+                      quiet: bool = False) -> ValScores:
+    """Score every validation sample of `shards` with `run`'s model.
+
+    Raises TrainError when the shards cannot be read or have no validation samples."""
+    try:
+        manifest = read_manifest(shards)
+    except ManifestError as exc:
+        raise TrainError(f"cannot read the validation shards: {exc}") from None
+    total = sum(s.get("successes") or 0 for s in
+                manifest.get("splits", {}).get("val", {}).get("shards", []))
+    targets = Targets(run.names if run.task != "binary" else [run.positive], run.task,
+                      run.positive)
+    known = set(run.names)
+    keys, tags, scores, rows = [], [], [], []
+    try:
+        batches = _batches(read_shards(shards, "val", image="bytes"), batch_size)
+        with tqdm(total=total or None, unit="img", desc="report: scoring",
+                  disable=True if quiet else None) as bar:
+            for batch in batches:
+                kept = []
+                for sample in batch:
+                    sample_tags = list(sample["meta"].get("tags") or [])
+                    target = targets(sample_tags)
+                    if target is None:            # multiclass sample without a known class
+                        continue
+                    kept.append(sample)
+                    keys.append(sample["__key__"])
+                    tags.append([t for t in sample_tags if t in known])
+                    rows.append(target.numpy().astype(np.uint8))
+                if kept:
+                    scores.append(_score(run, [s["image"] for s in kept]))
+                bar.update(len(batch))
+    except ManifestError as exc:
+        raise TrainError(f"cannot read the validation shards: {exc}") from None
+    if not keys:
+        raise TrainError(f"{shards}: no validation samples to judge the model on")
+    return ValScores(keys, tags, np.concatenate(scores), np.stack(rows))
+
+
+def _batches(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for sample in samples:
+        batch.append(sample)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.inference_mode()
+def _score(run: LoadedRun, images: list[bytes]) -> np.ndarray:
+    x = torch.stack([load_picture(data, run.image_size, run.resize) for data in images])
+    mean = torch.tensor(MEAN, device=run.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=run.device).view(1, 3, 1, 1) * 255
+    x = (x.to(run.device).float() - mean) / std
+    with torch.autocast(run.device.type, dtype=torch.bfloat16,
+                        enabled=run.precision == "bf16"):
+        logits = run.model(x)
+    return probabilities(logits.float(), run.task).cpu().numpy().astype(np.float32)

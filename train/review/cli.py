@@ -1,0 +1,146 @@
+"""`tag review IMAGES --model run/`: the review app on http://127.0.0.1:8777/.
+
+    tag review pics/ --model run/                 # predicts what is not yet, then serves
+    tag review pics/ --model run/ --port 0        # any free port (printed)
+
+Edits are saved at once to each image's caption file and to IMAGES/.review/corrections.jsonl;
+Ctrl-C stops the server and loses nothing. Then train on the corrections:
+
+    prep make-shards --folder pics/ --tags run/tags.csv --out pics-shards/ ...
+    train --stream --shards pics-shards/ --init-from run/ --out run-2/ ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from ..captions import CaptionStyle
+from ..errors import TrainError
+from ..inference import LoadedRun, load_run, thresholds
+from .predictions import ensure_predictions
+from .server import make_app
+from .store import CORRECTIONS, REVIEW_DIR, ReviewStore
+
+log = logging.getLogger(__name__)
+PORT = 8777
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tag review", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path, metavar="IMAGES", help="a folder of images")
+    p.add_argument("--model", required=True, type=Path, metavar="RUN",
+                   help="a train run folder (config.json, tags.csv, model.safetensors)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=PORT, help=f"default {PORT}; 0 picks a free one")
+    p.add_argument("--threshold", type=float, metavar="X",
+                   help="one threshold for every tag (default: the run's per-tag ones from "
+                   "eval.json, else its evaluation threshold)")
+    p.add_argument("--underscores-to-spaces", action="store_true",
+                   help="write long_hair as `long hair` in new captions (default off)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="decoding processes for the first prediction (default 0)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default off)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only (default off)")
+    return p
+
+
+def run_thresholds(run: LoadedRun, threshold: float | None):
+    """--threshold, else eval.json's per-tag thresholds, else the run's evaluation one."""
+    if threshold is not None:
+        return thresholds(run, threshold)
+    try:
+        return thresholds(run, per_tag=True)
+    except TrainError:
+        return thresholds(run)
+
+
+def retrain_commands(folder: Path, run: LoadedRun) -> str:
+    """The two commands that turn the reviewed folder into a new run started from `run`."""
+    c, q = run.config, shlex.quote
+    shards, out = f"{folder.resolve()}-shards", f"{run.path.resolve()}-reviewed"
+    return (f"prep make-shards --folder {q(str(folder.resolve()))} --tags "
+            f"{q(str(run.path.resolve() / 'tags.csv'))} --out {q(shards)} --image-size "
+            f"{run.image_size} --val-fraction 0.1\n"
+            f"train --stream --shards {q(shards)} --out {q(out)} --init-from "
+            f"{q(str(run.path.resolve()))} --model {c.get('model', 'resnet50')} --image-size "
+            f"{run.image_size} --weights none --epochs {c.get('epochs', 10)}")
+
+
+def prepare(args: argparse.Namespace) -> tuple[ReviewStore, dict, int, int]:
+    """Load the run, predict the folder where needed; (store, page info, predicted, captions
+    written). Raises TrainError."""
+    if not args.folder.is_dir():
+        raise TrainError(f"{args.folder}: not a folder of images")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise TrainError("--threshold must be between 0 and 1")
+    if not 0 <= args.port <= 65535 or args.batch_size < 1 or args.workers < 0:
+        raise TrainError("--port must be 0-65535, --batch-size at least 1, --workers 0 or more")
+    run = load_run(args.model, args.device)
+    limits = run_thresholds(run, args.threshold)
+    style = CaptionStyle(underscores_to_spaces=args.underscores_to_spaces)
+    predictions, predicted, written = ensure_predictions(args.folder, run, limits, style,
+                                                         args.batch_size, args.workers)
+    store = ReviewStore(args.folder, predictions, run.names,
+                        {t["name"]: t["category"] for t in run.tags},
+                        dict(zip(run.names, map(float, limits), strict=True)), style)
+    if not store.images:
+        raise TrainError(f"{args.folder}: no images found")
+    info = {"folder": str(args.folder.resolve()), "model": str(run.path.resolve()),
+            "corrections": str(args.folder.resolve() / REVIEW_DIR / CORRECTIONS),
+            "retrain": retrain_commands(args.folder, run)}
+    return store, info, predicted, written
+
+
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Start `app`; returns the runner (to clean up) and the URL it answers on."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, f"http://{host}:{bound}/"
+
+
+async def _serve_forever(app: web.Application, host: str, port: int) -> None:
+    runner, url = await serve(app, host, port)
+    print(f"tag review: open {url} (Ctrl-C stops; every edit is already saved)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..cli import configure_logging
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    configure_logging(args.verbose, args.quiet)
+    try:
+        store, info, predicted, written = prepare(args)
+    except TrainError as exc:
+        print(f"tag review: {exc}", file=sys.stderr)
+        return 2
+    print(f"tag review: {len(store.images)} images in {args.folder} ({predicted} predicted now, "
+          f"{written} captions written); the retrain commands:\n{info['retrain']}")
+    try:
+        asyncio.run(_serve_forever(make_app(store, info), args.host, args.port))
+    except OSError as exc:
+        print(f"tag review: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tag review: stopped")
+    return 0
