@@ -1,7 +1,14 @@
-"""Opening shards, manifests and tag indexes on local disk or over HTTP(S), with retries.
+"""Opening shard files on local disk, over HTTP(S) with retries, or through ``pipe:`` commands.
 
-HTTP errors that a retry may fix (429, 5xx, resets, timeouts) are retried with exponential
-backoff; other schemes go through webdataset's `gopen` (local paths, `pipe:`, and so on).
+    open_stream("shards/train/00000.tar")                  # a local file
+    open_stream("https://host/ds/train/00000.tar")         # retried on 429, 5xx, resets
+    open_stream("pipe:aws s3 cp s3://b/ds/00000.tar -")    # a command's stdout (webdataset)
+    tar_samples(url)          # the samples of one tar: {"__key__", "__url__", "<ext>": bytes}
+    expand_pattern("https://host/ds/train/{00000..00099}.tar")   # manifest-less listing
+
+HTTP errors that a retry may fix (408, 429, 5xx, resets, timeouts) are retried with
+exponential backoff; every other scheme goes through webdataset's ``gopen``. Tar members are
+grouped into samples by webdataset's tar stages (the key is the name up to the first dot).
 """
 
 from __future__ import annotations
@@ -10,18 +17,23 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from typing import IO, Any
 
-import webdataset as wds
+from braceexpand import braceexpand
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-AGENT = "booru-tagger-train/0.1"
+AGENT = "booru-tagger-shards/0.1"
 
 
-def open_stream(url: str, retries: int = 5, backoff: float = 0.5):
+def open_stream(url: str, retries: int = 5, backoff: float = 0.5) -> IO[bytes]:
     """A binary file object for a path or URL; raises OSError when it cannot be opened."""
     if not url.startswith(("http://", "https://")):
-        return wds.gopen(url, "rb")
+        if "://" not in url and not url.startswith("pipe:"):
+            return open(url, "rb")  # noqa: SIM115 (the caller closes it)
+        from webdataset.gopen import gopen
+        return gopen(url, "rb")
     for attempt in range(retries + 1):
         try:
             request = urllib.request.Request(url, headers={"User-Agent": AGENT})
@@ -40,8 +52,9 @@ def open_stream(url: str, retries: int = 5, backoff: float = 0.5):
     raise OSError(f"cannot open {url}")
 
 
-def tar_samples(url: str):
-    """The samples of one tar shard, grouped by key (webdataset's tar stages)."""
+def tar_samples(url: str) -> Iterator[dict[str, Any]]:
+    """The samples of one tar shard, members grouped by key. Raises OSError, tarfile errors."""
+    import webdataset as wds
     stream = open_stream(url)
     try:
         files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}],
@@ -49,3 +62,13 @@ def tar_samples(url: str):
         yield from wds.tariterators.group_by_keys(files, handler=wds.reraise_exception)
     finally:
         stream.close()
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The tar URLs of a brace pattern (``.../{00000..00099}.tar``), for shards without a
+    manifest. Raises ValueError when the pattern names no tar file."""
+    urls = list(braceexpand(pattern))
+    if not urls or not all(u.endswith(".tar") for u in urls):
+        raise ValueError(f"{pattern}: a shard pattern names .tar files, e.g. "
+                         "'https://host/ds/train/{00000..00099}.tar'")
+    return urls
