@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from shards.tags import decode_tags, tags_bytes
+
 from .errors import EmptyInputError, InputError, SettingsError
-from .labels import LabelIndex, parse_tags_csv, tags_csv_bytes
+from .labels import LabelIndex, index_of
 
 log = logging.getLogger(__name__)
 
@@ -148,5 +150,5 @@ def folder_index(scan: FolderScan, top_k: int = 0, min_count: int = 1) -> tuple[
     if not ranked:
         raise EmptyInputError(f"no label in the folder has at least {min_count} images "
                               "(--min-count)")
-    data = tags_csv_bytes([(-1, name, 0, count) for name, count in ranked])
-    return parse_tags_csv(data.decode("utf-8"), "folder tag index"), data
+    data = tags_bytes([(-1, name, 0, count) for name, count in ranked])
+    return index_of(decode_tags(data, "folder tag index")), data
