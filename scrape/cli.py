@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import FetchError, ScrapeError, UsageError
 from .job import DEFAULT_AGENT, ScrapeJob, ScrapeSettings, Summary
+from .logs import configure_logging
 from .post import RATINGS
 from .sites import SITES
 
@@ -146,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    configure_logging(args.verbose, args.quiet, noisy=["aiohttp"])
     try:
         settings = settings_from(args, parser, argv)
         summary = asyncio.run(ScrapeJob(settings).run())
