@@ -25,9 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from scrape.logs import configure_logging
+
+from ..errors import TrainError
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
-from .cli import configure_logging
-from .errors import TrainError
 from .inference import (
     IMAGE_SUFFIXES,
     RESIZE_MODES,
@@ -38,8 +39,8 @@ from .inference import (
     select,
     thresholds,
 )
+from .output import EmbeddingTable, TagTable, check_table_path
 from .sorting import Sorter
-from .tag_output import EmbeddingTable, TagTable, check_table_path
 
 log = logging.getLogger(__name__)
 SHOW = 10                       # images whose tags are printed without --verbose

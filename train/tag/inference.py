@@ -29,10 +29,11 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from .data import MEAN, STD
-from .errors import TrainError
-from .models import Tagger, build_model
-from .tag_index import read_tags
+from shards.tags import read_tags
+
+from ..data import MEAN, STD
+from ..errors import TrainError
+from ..models import Tagger, build_model
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".avif"})

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import TrainError
+from ..errors import TrainError
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 TAG_SCHEMA = pa.schema([("path", pa.string()), ("tags", pa.list_(pa.string())),
