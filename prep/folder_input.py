@@ -29,13 +29,13 @@ import pyarrow as pa
 from shards.tags import decode_tags, tags_bytes
 
 from .errors import EmptyInputError, InputError, SettingsError
+from .imaging import IMAGE_SUFFIXES
 from .labels import LabelIndex, index_of
 
 log = logging.getLogger(__name__)
 
 FOLDER_SITE = "folder"
 FOLDER_KINDS = ("auto", "classes", "captions")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".webp", ".bmp", ".avif"})
 POSTS_SCHEMA = pa.schema([
     ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("rating", pa.string()),
     ("tags", pa.list_(pa.string())), ("image_path", pa.string()), ("root", pa.int16()),
