@@ -159,6 +159,7 @@ class Run:
             write_tags(self.out / "tags.csv", tags)
             (self.out / "config.json").write_text(json.dumps(
                 {**s.to_dict(), "task": task, "precision": precision, "device": str(self.device),
+                 "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
                  "world_size": world, "steps_per_epoch": per_epoch // s.grad_accum,
                  "total_steps": total}, indent=2))
         loss_fn = make_loss(task, s.loss)

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from prep.imaging import IMAGE_SUFFIXES
 from scrape.logs import configure_logging
 
 from ..errors import TrainError
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
 from .inference import (
-    IMAGE_SUFFIXES,
     RESIZE_MODES,
     LoadedRun,
     find_images,
