@@ -207,6 +207,8 @@ def _prepare(data: bytes, settings: ImageSettings) -> Prepared:
             canvas = Image.new("RGB", geometry.canvas, BACKGROUND)
             canvas.paste(picture, geometry.offset)
             picture = canvas
+        if picture is im:  # nothing changed it: keep the pixels past im.close()
+            picture = im.copy()
     except ImageRejected:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
