@@ -26,20 +26,20 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 import torch  # noqa: E402
-import webdataset as wds  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from shards.manifest import read_manifest  # noqa: E402
+from shards.reader import tar_samples  # noqa: E402
+from shards.tags import read_tags  # noqa: E402
 from train.data import (  # noqa: E402
     ShardStream,
     Targets,
     decode_image,
-    read_manifest,
     split_of,
     transforms,
 )
 from train.losses import make_loss  # noqa: E402
 from train.models import build_model  # noqa: E402
-from train.tag_index import read_tags  # noqa: E402
 
 
 def build_shards(root: Path, posts: int) -> Path:
@@ -59,7 +59,7 @@ def build_shards(root: Path, posts: int) -> Path:
 
 def decode_only(urls: list[str], limit: int) -> float:
     n, start = 0, time.perf_counter()
-    for sample in wds.tarfile_samples([{"url": u} for u in urls]):
+    for sample in tar_samples([{"url": u} for u in urls]):
         decode_image(sample["jpg"])
         n += 1
         if n >= limit:

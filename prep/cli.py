@@ -20,6 +20,8 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from scrape.logs import configure_logging
+
 from .errors import PrepError, SettingsError
 from .folder_input import FOLDER_KINDS
 from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
@@ -317,18 +319,6 @@ def _config_path(argv: list[str]) -> str | None:
     return known.config
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "prep_cli", False)]:
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.prep_cli = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the prep command line; returns the exit code (0 ok, 2 usage or input error)."""
     parser, subparsers = build_parser()
@@ -345,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     except PrepError as exc:
         print(f"prep: error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(args.verbose, args.quiet)
+    configure_logging(args.verbose, args.quiet)
     try:
         return args.handler(args)
     except PrepError as exc:

@@ -26,14 +26,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from shards.tags import decode_tags, tags_bytes
+
 from .errors import EmptyInputError, InputError, SettingsError
-from .labels import LabelIndex, parse_tags_csv, tags_csv_bytes
+from .imaging import IMAGE_SUFFIXES
+from .labels import LabelIndex, index_of
 
 log = logging.getLogger(__name__)
 
 FOLDER_SITE = "folder"
 FOLDER_KINDS = ("auto", "classes", "captions")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".webp", ".bmp", ".avif"})
 POSTS_SCHEMA = pa.schema([
     ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("rating", pa.string()),
     ("tags", pa.list_(pa.string())), ("image_path", pa.string()), ("root", pa.int16()),
@@ -148,5 +150,5 @@ def folder_index(scan: FolderScan, top_k: int = 0, min_count: int = 1) -> tuple[
     if not ranked:
         raise EmptyInputError(f"no label in the folder has at least {min_count} images "
                               "(--min-count)")
-    data = tags_csv_bytes([(-1, name, 0, count) for name, count in ranked])
-    return parse_tags_csv(data.decode("utf-8"), "folder tag index"), data
+    data = tags_bytes([(-1, name, 0, count) for name, count in ranked])
+    return index_of(decode_tags(data, "folder tag index")), data

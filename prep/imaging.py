@@ -30,6 +30,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageFile, features
 
+from scrape.filetype import IMAGE_TYPES, sniff
+
 RESIZE_MODES = ("pad", "keep_ratio", "center_crop", "none")
 FORMATS = ("jpg", "webp")
 ANIMATED_POLICIES = ("skip", "first-frame")
@@ -43,6 +45,9 @@ RESAMPLE = Image.Resampling.LANCZOS
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP") + (
     ("AVIF",) if features.check("avif") else ()
 )
+# File names taken as pictures in folders (prep's --folder, tag's inputs).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".webp", ".bmp"}
+                           | ({".avif"} if "AVIF" in ALLOWED_FORMATS else set()))
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -85,31 +90,6 @@ class ImageRejected(Exception):
         self.message = message
 
 
-def sniff(data: bytes) -> str | None:
-    """The file type of ``data`` from its magic bytes, or None when unknown."""
-    head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[4:8] == b"ftyp":
-        return "avif" if head[8:12] in (b"avif", b"avis") else "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head[:3] in (b"FWS", b"CWS", b"ZWS"):
-        return "swf"
-    return None
-
-
-IMAGE_TYPES = frozenset({"jpg", "png", "gif", "webp", "bmp", "avif"})
 
 
 @dataclass(frozen=True)
@@ -165,8 +145,35 @@ def process_image(data: bytes, settings: ImageSettings) -> EncodedImage:
     Raises ImageRejected with status failed_empty, failed_unsupported, failed_too_large,
     failed_corrupt or skipped_animated.
     """
+    prepared = prepare_picture(data, settings)
+    try:
+        encoded = encode(prepared.picture, settings)
+    except (OSError, ValueError) as exc:
+        raise ImageRejected("failed_corrupt", f"cannot encode: {_describe(exc)}") from None
+    return EncodedImage(encoded, *prepared.picture.size, *prepared.original)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A picture in the model's input geometry, and the (oriented) size of its source."""
+
+    picture: Image.Image  # RGB, geometry.canvas of plan_geometry
+    original: tuple[int, int]
+
+
+def prepare_picture(data: bytes, settings: ImageSettings) -> Prepared:
+    """The one image preparation: the bytes of an image file -> the RGB picture a model sees.
+
+    EXIF orientation applied; palette, CMYK, 16-bit and 1-bit converted; resized by
+    ``settings.resize_mode`` to ``settings.size`` (never enlarged without ``upscale``); alpha
+    composited onto white; padded or cropped onto the canvas. ``make-shards`` encodes this
+    picture into the shard; ``tag`` feeds it to the model, with the settings of the shards the
+    run learnt from (recorded as ``preparation`` in the run's config.json).
+
+    Raises ImageRejected as :func:`process_image` does.
+    """
     with _pillow_guards(settings):
-        return _process(data, settings)
+        return _prepare(data, settings)
 
 
 @contextmanager
@@ -182,7 +189,7 @@ def _pillow_guards(settings: ImageSettings) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = limit, truncated
 
 
-def _process(data: bytes, settings: ImageSettings) -> EncodedImage:
+def _prepare(data: bytes, settings: ImageSettings) -> Prepared:
     im = _open_checked(data, settings)
     try:
         orientation = _orientation(im)
@@ -200,7 +207,8 @@ def _process(data: bytes, settings: ImageSettings) -> EncodedImage:
             canvas = Image.new("RGB", geometry.canvas, BACKGROUND)
             canvas.paste(picture, geometry.offset)
             picture = canvas
-        encoded = encode(picture, settings)
+        if picture is im:  # nothing changed it: keep the pixels past im.close()
+            picture = im.copy()
     except ImageRejected:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
@@ -208,7 +216,7 @@ def _process(data: bytes, settings: ImageSettings) -> EncodedImage:
         raise ImageRejected("failed_corrupt", f"cannot decode: {_describe(exc)}") from None
     finally:
         im.close()
-    return EncodedImage(encoded, *geometry.canvas, *shown)
+    return Prepared(picture, shown)
 
 
 def _describe(exc: BaseException) -> str:

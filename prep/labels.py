@@ -9,9 +9,6 @@ index; its rating alone does not count.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shards.errors import TagsError
+from shards.tags import decode_tags
+
 from .errors import InputError
-from .tag_index import CSV_HEADER, RATING_CATEGORY
+from .tag_index import RATING_CATEGORY
 
 
 @dataclass(frozen=True)
@@ -64,31 +64,10 @@ class LabelIndex:
         return pa.array(np.bincount(found, minlength=len(tag_lists)).astype(np.int32))
 
 
-def parse_tags_csv(text: str, source: str) -> LabelIndex:
-    """Parse the text of a ``tags.csv``. Raises InputError for a bad header or rows."""
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or tuple(h.strip() for h in rows[0]) != CSV_HEADER:
-        raise InputError(f"{source}: not a tag index (expected the header "
-                         f"{','.join(CSV_HEADER)})")
-    names: list[str] = []
-    categories: list[int] = []
-    counts: list[int] = []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        try:
-            _, name, category, count = row
-            categories.append(int(category))
-            counts.append(int(count))
-        except ValueError:
-            raise InputError(f"{source}:{lineno}: expected tag_id,name,category,count") from None
-        names.append(name)
-    duplicated = sorted(n for n, k in Counter(names).items() if k > 1)
-    if duplicated:
-        raise InputError(f"{source}: repeated names in the tag index: {', '.join(duplicated[:5])}")
-    if not names:
-        raise InputError(f"{source}: the tag index has no rows")
-    return LabelIndex(tuple(names), tuple(categories), tuple(counts))
+def index_of(rows: Sequence[dict]) -> LabelIndex:
+    """The label space of ``tags.csv`` rows (as :func:`shards.tags.read_tags` gives them)."""
+    return LabelIndex(tuple(r["name"] for r in rows), tuple(r["category"] for r in rows),
+                      tuple(r["count"] for r in rows))
 
 
 def read_tags_csv(path: Path) -> tuple[LabelIndex, bytes]:
@@ -98,16 +77,8 @@ def read_tags_csv(path: Path) -> tuple[LabelIndex, bytes]:
     """
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        return index_of(decode_tags(data, str(path))), data
+    except OSError as exc:
         raise InputError(f"cannot read the tag index {path}: {exc}") from exc
-    return parse_tags_csv(text, str(path)), data
-
-
-def tags_csv_bytes(rows: Sequence[tuple[int, str, int, int]]) -> bytes:
-    """A ``tags.csv`` for ``(tag_id, name, category, count)`` rows, in the given order."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    writer.writerows(rows)
-    return out.getvalue().encode("utf-8")
+    except TagsError as exc:
+        raise InputError(str(exc)) from None

@@ -29,15 +29,9 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from shards.format import (
-    MANIFEST,
-    SPLITS,
-    TAGS,
-    ShardPaths,
-    make_key,
-    sha256_file,
-    write_json_atomic,
-)
+from shards.atomic import write_bytes_atomic
+from shards.format import SPLITS, TAGS, ShardPaths, make_key, sha256_file
+from shards.manifest import write_manifest
 from shards.writer import ShardWriter
 
 from .errors import SettingsError
@@ -45,7 +39,7 @@ from .folder_input import FolderScan, folder_index, scan_folder
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
-from .shard_output import locked, manifest, prepare_output, write_bytes_atomic
+from .shard_output import locked, manifest, prepare_output
 from .shard_plan import Plan, ShardSpec, plan_shards, read_posts
 
 log = logging.getLogger(__name__)
@@ -217,7 +211,7 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
     tags_copy = job.out / TAGS
     if not tags_copy.is_file() or sha256_file(tags_copy) != build["tags_sha256"]:
         write_bytes_atomic(tags_copy, source.tags_csv)
-    write_json_atomic(job.out / MANIFEST, _manifest(job, source, plan, build, complete=False))
+    write_manifest(job.out, _manifest(job, source, plan, build, complete=False))
     for split in SPLITS:
         (job.out / split).mkdir(exist_ok=True)
         for stale in (job.out / split).glob(".*.tmp"):
@@ -232,11 +226,11 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         part = _manifest(job, source, plan, build, complete=False)
         part["partition"] = {"node_rank": job.node_rank, "num_nodes": job.num_nodes,
                              "shards": [f"{s.split}/{s.name}" for s in mine]}
-        write_json_atomic(job.out / MANIFEST, part)
+        write_manifest(job.out, part)
         return ShardReport(part, len(pending), len(mine) - len(pending),
                            time.monotonic() - started)
     final = _manifest(job, source, plan, build, complete=True)
-    write_json_atomic(job.out / MANIFEST, final)
+    write_manifest(job.out, final)
     seconds = time.monotonic() - started
     log.info("done in %.1f s: %s", seconds, final["status"])
     return ShardReport(final, len(pending), len(plan.shards) - len(pending), seconds)

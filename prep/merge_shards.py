@@ -12,14 +12,14 @@ writes the final manifest from the shards' stats.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shards.format import MANIFEST, TAGS, ShardPaths, sha256_file, write_json_atomic
+from shards.errors import ManifestError
+from shards.format import TAGS, ShardPaths, sha256_file
+from shards.manifest import complete, read_manifest, write_manifest
 
 from .errors import PrepError
 
@@ -50,31 +50,16 @@ def merge_shards(parts: list[Path], out: Path, move: bool = False) -> dict[str, 
     tags = out / TAGS
     if not tags.exists() or sha256_file(tags) != first["tags"]["sha256"]:
         shutil.copyfile(parts[0] / TAGS, tags)
-    final = complete_manifest(out, first)
-    write_json_atomic(out / MANIFEST, final)
-    return final
-
-
-def complete_manifest(out: Path, partial: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a whole build, from a part's manifest and the stats of every shard."""
-    final = {k: v for k, v in partial.items() if k != "partition"}
-    status: Counter[str] = Counter()
-    for split, info in final["splits"].items():
-        for entry in info["shards"]:
-            stats = json.loads(ShardPaths.of(out / split, entry["name"]).stats.read_text())
-            entry.update(successes=stats["successes"], bytes=stats["tar_bytes"])
-            status.update(stats["status"])
-        info.update(successes=sum(s["successes"] for s in info["shards"]),
-                    bytes=sum(s["bytes"] for s in info["shards"]))
-    final.update(complete=True, status=dict(sorted(status.items())))
+    final = complete(out, {k: v for k, v in first.items() if k != "partition"})
+    write_manifest(out, final)
     return final
 
 
 def _read(part: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads((part / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise PrepError(f"{part}: no readable {MANIFEST} ({exc})") from None
+        manifest = read_manifest(part)
+    except ManifestError as exc:
+        raise PrepError(f"{part}: {exc}") from None
     if "partition" not in manifest:
         raise PrepError(f"{part} is not a part of a split build (--num-nodes)")
     return manifest

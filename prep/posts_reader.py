@@ -266,6 +266,8 @@ def tag_lists(array: pa.Array) -> pa.Array:
     """Return a tag column as ``list<string>`` without null elements.
 
     Accepts list/large_list of string-like values, or strings of whitespace-separated tags.
+    ``list<null>``, which pyarrow and pandas infer for a column of empty lists, is a column of
+    empty lists of strings.
     Raises InputError for any other type.
     """
     kind = array.type
@@ -273,7 +275,7 @@ def tag_lists(array: pa.Array) -> pa.Array:
         lists = array
     elif (
         pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind)
-    ) and kind.value_type in (pa.string(), pa.large_string(), pa.string_view()):
+    ) and kind.value_type in (pa.string(), pa.large_string(), pa.string_view(), pa.null()):
         lists = array.cast(LIST_STRING)
     elif kind in (pa.string(), pa.large_string(), pa.string_view()):
         lists = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(array.cast(pa.string())))

@@ -11,17 +11,18 @@ when the process dies, so kill -9 never leaves a stale lock.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import shutil
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from shards.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, TAGS, ShardPaths
+from shards.errors import ManifestError
+from shards.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, TAGS
+from shards.manifest import complete as complete_manifest
+from shards.manifest import read_manifest
 
 from .errors import InputError, SettingsError
 from .imaging import ImageSettings
@@ -95,8 +96,8 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
     manifest = out / MANIFEST
     if manifest.is_file():
         try:
-            old = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            old = read_manifest(out)
+        except ManifestError:
             old = {}
         if old.get("format") == FORMAT_NAME and old.get("build") == build:
             return True
@@ -118,12 +119,6 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
     return False
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _brace(names: list[str], split: str) -> str | None:
     """``train/{00000..00009}.tar``: the split's tars as one webdataset brace pattern."""
     if not names:
@@ -137,22 +132,12 @@ def manifest(out: Path, plan: Plan, build: dict[str, Any], *, task: str, tag_row
              tags_source: str, image: ImageSettings, complete: bool) -> dict[str, Any]:
     """The manifest; with ``complete`` it reads every shard's stats for counts and bytes."""
     splits: dict[str, Any] = {}
-    status: Counter[str] = Counter()
     for split in SPLITS:
         shards = []
-        for spec in (s for s in plan.shards if s.split == split):
-            entry: dict[str, Any] = {"name": spec.name, "count": len(spec.rows)}
-            if complete:
-                stats_path = ShardPaths.of(out / split, spec.name).stats
-                stats = json.loads(stats_path.read_text(encoding="utf-8"))
-                entry.update(successes=stats["successes"], bytes=stats["tar_bytes"])
-                status.update(stats["status"])
-            shards.append(entry)
+        shards = [{"name": spec.name, "count": len(spec.rows)}
+                  for spec in plan.shards if spec.split == split]
         splits[split] = {"urls": _brace([s["name"] for s in shards], split), "shards": shards,
                          "count": sum(s["count"] for s in shards)}
-        if complete:
-            splits[split].update(successes=sum(s["successes"] for s in shards),
-                                 bytes=sum(s["bytes"] for s in shards))
     result: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -168,6 +153,4 @@ def manifest(out: Path, plan: Plan, build: dict[str, Any], *, task: str, tag_row
         "splits": splits,
         "build": build,
     }
-    if complete:
-        result["status"] = dict(sorted(status.items()))
-    return result
+    return complete_manifest(out, result) if complete else result

@@ -14,14 +14,14 @@ fewer than ``min_count`` times, then keep the first ``top_k`` (0 = all) of what 
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from shards.tags import CSV_HEADER, write_tags
 
 from .errors import NothingSelectedError, SettingsError
 from .tag_counts import CATEGORY_CODES, RATING_LABELS, TagCounts
@@ -45,7 +45,6 @@ DEFAULT_EXCLUDE = (
     "copyright_request", "source_request", "check_character", "check_copyright",
     "third-party_edit", "revision", "image_sample", "paid_reward_available",
 )
-CSV_HEADER = ("tag_id", "name", "category", "count")
 
 
 @dataclass(frozen=True)
@@ -165,11 +164,6 @@ def write_tags_csv(selection: Selection, path: Path) -> None:
     """Write the index to ``path`` atomically (temporary file, then rename)."""
     rows: Sequence[pd.DataFrame] = [selection.ratings, selection.kept]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
-        for frame in rows:
-            writer.writerows(frame[list(CSV_HEADER)].itertuples(index=False, name=None))
-    os.replace(tmp, path)
+    write_tags(path, (row for frame in rows
+                      for row in frame[list(CSV_HEADER)].itertuples(index=False, name=None)))
     log.info("wrote %s (%d rows)", path, sum(len(f) for f in rows))

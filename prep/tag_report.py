@@ -13,14 +13,14 @@ Coverage, over the counted posts:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from shards.atomic import atomic_write, write_json_atomic
 
 from .tag_counts import CATEGORY_NAMES, TagCounts
 from .tag_index import Selection
@@ -90,9 +90,7 @@ def build_report(
 
 def write_report_json(report: dict[str, Any], path: Path) -> None:
     """Write the report as indented JSON, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, report)
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -143,6 +141,5 @@ def plot_frequency(counts: TagCounts, selection: Selection, path: Path) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png")

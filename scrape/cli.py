@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import DEFAULT_AGENT
 from .errors import FetchError, ScrapeError, UsageError
+from .logs import configure_logging
 from .post import RATINGS
 from .sites import SITES
 
@@ -166,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    configure_logging(args.verbose, args.quiet, noisy=["aiohttp"])
     try:
         settings = settings_from(args, parser, argv)
         from .job import ScrapeJob

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-IMAGE_TYPES = {"jpg", "png", "gif", "webp", "avif", "bmp"}
+IMAGE_TYPES = frozenset({"jpg", "png", "gif", "webp", "avif", "bmp"})  # sniff() kinds: images
 
 
 def sniff(data: bytes) -> str | None:

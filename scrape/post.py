@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from .filetype import IMAGE_TYPES
+
 RATINGS = ("general", "sensitive", "questionable", "explicit")
 CATEGORIES = ("general", "character", "copyright", "artist", "meta")
-IMAGE_EXTS = {"jpg", "png", "gif", "webp", "avif", "bmp"}
+IMAGE_EXTS = IMAGE_TYPES  # what a download may be (scrape/filetype.py)
 KNOWN_EXTS = IMAGE_EXTS | {"jpeg", "mp4", "webm", "zip", "swf", "mkv", "mov"}
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from scrape.emulator import EmulatorThread
 from scrape.emulator.vocab import BACKGROUND_COLOURS
+from shards.manifest import read_manifest
+from shards.tags import read_tags
 
 AGENT = "booru-tagger-demo/0.1"
 SITES = {"danbooru": "/posts.json?limit=1", "gelbooru": "/index.php?page=dapi&s=post&q=index"
@@ -106,7 +108,7 @@ def main() -> int:
             str(index), "--out", str(shards), "--image-size", str(args.image_size),
             "--samples-per-shard", "500", "--val-fraction", "0.1", "-q"]) != 0:
         return 1
-    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest = read_manifest(shards)
     print("   " + ", ".join(f"{name}: {len(split['shards'])} shards, {split['successes']} "
                               "samples" for name, split in manifest["splits"].items()))
 
@@ -120,7 +122,7 @@ def main() -> int:
     report = json.loads((model / "eval.json").read_text())
     print(f"   validation: mAP {report['mAP']:.3f} over {report['tags_with_positives']} tags, "
           f"micro-F1 {report['at_threshold_micro_f1']:.3f} at {report['threshold']}")
-    names = [line.split(",")[1] for line in (model / "tags.csv").read_text().splitlines()[1:]]
+    names = [row["name"] for row in read_tags(model / "tags.csv")]
     ap = dict(zip(names, report["per_tag"]["ap"], strict=True))
     learned = sorted(((ap[t], t) for t in visual if t in ap and ap[t] == ap[t]), reverse=True)
     print("   what it learned: average precision on the visual tags (1.0 is perfect)")

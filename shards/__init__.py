@@ -1,6 +1,10 @@
 """booru-tagger shards: WebDataset tar + parquet pairs with a manifest (DESIGN.md, boundary 3).
 
-    format.py   file names, parquet columns, sample keys, manifest location, atomic JSON
+    format.py   file names, parquet columns, sample keys, manifest location
+    manifest.py manifest.json: read and check, list a split, complete from stats, write
+    tags.py     tags.csv: the one strict reader and the writer
+    streams.py  open paths, http(s) URLs (retried) and pipe: URLs; tar samples; brace patterns
+    atomic.py   write-then-rename with fsync (used by prep and train too)
     writer.py   ShardWriter: one shard, tar and parquet renamed into place, stats written last
     reader.py   webdataset-style stages: list_shards -> tar_samples -> decode; read_shards
 
@@ -14,15 +18,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import ManifestError, ShardsError
+from .errors import ManifestError, ShardsError, TagsError
 from .format import FORMAT_NAME, FORMAT_VERSION, PARQUET_SCHEMA, make_key
+from .manifest import read_manifest, write_manifest
+from .tags import read_tags, write_tags
 from .writer import ShardWriter
 
-_READER = ("decode", "list_shards", "log_and_continue", "read_manifest", "read_shards",
-           "shard_urls", "tar_samples")
+_READER = ("decode", "list_shards", "log_and_continue", "read_shards", "shard_urls",
+           "tar_samples")
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "PARQUET_SCHEMA", "ManifestError", "ShardWriter",
-           "ShardsError", "make_key", *_READER]
+           "ShardsError", "TagsError", "make_key", "read_manifest", "read_tags",
+           "write_manifest", "write_tags", *_READER]
 
 
 def __getattr__(name: str) -> Any:

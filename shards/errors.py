@@ -9,3 +9,7 @@ class ShardsError(Exception):
 
 class ManifestError(ShardsError):
     """A manifest is missing, unreadable, of another format or version, or incomplete."""
+
+
+class TagsError(ShardsError):
+    """A tag index (``tags.csv``) is missing, unreadable or malformed."""

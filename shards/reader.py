@@ -11,8 +11,8 @@ does, as in webdataset: return True to skip the item, False to stop, or raise it
     tar_samples(shards)         -> {"__key__", "__url__", "jpg" | "webp": bytes, "json": bytes}
     decode(samples, image=...)  -> {"__key__", "__url__", "image", "meta", "format"}
 
-``source`` is a shard root or manifest, as a local path or any URL that webdataset's ``gopen``
-opens (http(s) through curl, ``pipe:...``). The same shards load with plain webdataset,
+``source`` is a shard root or manifest, as a local path or a URL that :mod:`.streams` opens
+(http(s) with retries, ``pipe:...``). The same shards load with plain webdataset,
 ``webdataset.WebDataset(shard_urls(source, "train"), shardshuffle=False)``, and with Hugging
 Face datasets, ``load_dataset("webdataset", data_files={"train": "shards/train/*.tar"})``: name
 the tar files, as a folder of tar and parquet files is otherwise taken for a parquet dataset.
@@ -30,13 +30,11 @@ from typing import Any
 import numpy as np
 import simplejpeg
 from PIL import Image
-from webdataset.gopen import gopen
 from webdataset.handlers import reraise_exception
-from webdataset.tariterators import tarfile_samples
 
-from .errors import ManifestError
-from .format import FORMAT_NAME, FORMAT_VERSION, IMAGE_EXTS, is_url, join_location
-from .format import manifest_location as _manifest_location
+from .format import IMAGE_EXTS
+from .manifest import read_manifest, split_shards
+from .streams import tar_samples as _tar_samples
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +46,6 @@ def log_and_continue(exn: Exception) -> bool:
     """A handler that logs a warning and skips the item (webdataset's sleeps 0.5 s per error)."""
     log.warning("skipping a sample: %s", exn)
     return True
-
-
-def read_manifest(source: str | Path) -> dict[str, Any]:
-    """The manifest of a shard root (local or URL). Raises ManifestError."""
-    location, _ = _manifest_location(source)
-    try:
-        if is_url(location):
-            with gopen(location) as stream:
-                text = stream.read()
-        else:
-            text = Path(location).read_bytes()
-        manifest = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"cannot read the shard manifest {location}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ManifestError(f"{location} is not a {FORMAT_NAME} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ManifestError(f"{location}: format version {manifest.get('format_version')!r}, "
-                            f"this reader knows version {FORMAT_VERSION}")
-    return manifest
 
 
 def shard_urls(source: str | Path, split: str = "train",
@@ -84,22 +62,19 @@ def list_shards(source: str | Path, split: str = "train",
     is unknown or the manifest says the build is not complete.
     """
     manifest = manifest if manifest is not None else read_manifest(source)
-    location, base = _manifest_location(source)
-    if not manifest.get("complete"):
-        raise ManifestError(f"{location}: the shards are not complete (prep make-shards was "
-                            "interrupted or is still running; rerun it to finish)")
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise ManifestError(f"{location}: no split {split!r} (has: {', '.join(splits)})")
-    for shard in splits[split]["shards"]:
-        url = join_location(base, split, f"{shard['name']}.tar")
-        yield {"url": url, "name": shard["name"], "samples": shard.get("successes")}
+    yield from split_shards(manifest, source, split)
 
 
 def tar_samples(shards: Iterable[dict[str, Any]],
                 handler: Handler = reraise_exception) -> Iterator[dict[str, Any]]:
     """Open each ``{"url": ...}`` and yield its samples, members grouped by key."""
-    yield from tarfile_samples(shards, handler=handler)
+    for shard in shards:
+        try:
+            yield from _tar_samples(shard["url"])
+        except Exception as exn:
+            if handler(exn):
+                continue
+            break
 
 
 def _decode_image(data: bytes, ext: str, image: str) -> Any:

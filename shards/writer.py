@@ -33,8 +33,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .format import IMAGE_EXTS, PARQUET_SCHEMA, SUCCESS, ShardPaths, check_key, fsync_dir
-from .format import write_json_atomic as _write_json
+from .atomic import fsync_dir, fsync_file, write_json_atomic
+from .format import IMAGE_EXTS, PARQUET_SCHEMA, SUCCESS, ShardPaths, check_key
 
 FIXED_MTIME = 1_577_836_800  # 2020-01-01T00:00:00Z on every member: reproducible tars
 TOP_ERRORS = 20  # distinct error messages kept in the stats file
@@ -118,12 +118,12 @@ class ShardWriter:
         if self.stats is not None:
             return self.stats
         self._tar.close()
-        _fsync_file(self._tar_tmp)
+        fsync_file(self._tar_tmp)
         parquet_tmp = self.paths.temporary(self.paths.parquet)
         try:
             table = pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA)
             pq.write_table(table, parquet_tmp)
-            _fsync_file(parquet_tmp)
+            fsync_file(parquet_tmp)
             os.replace(self._tar_tmp, self.paths.tar)
             os.replace(parquet_tmp, self.paths.parquet)
             fsync_dir(self.directory)
@@ -148,7 +148,7 @@ class ShardWriter:
             "end_time": round(ended, 3),
             "duration": round(ended - self._started, 3),
         }
-        _write_json(self.paths.stats, stats)
+        write_json_atomic(self.paths.stats, stats)
         self.stats = stats
         return stats
 
@@ -159,7 +159,3 @@ class ShardWriter:
         self._tar_tmp.unlink(missing_ok=True)
         self.paths.temporary(self.paths.parquet).unlink(missing_ok=True)
 
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb+") as fh:
-        os.fsync(fh.fileno())

@@ -11,9 +11,9 @@ from train_fixtures import emulator_shards
 
 from train.cli import main
 from train.export import Exported
-from train.inference import load_run
 from train.run import Run
 from train.settings import TrainSettings
+from train.tag.inference import load_run
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -11,10 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from train.captions import CaptionStyle, caption, format_tag, write_caption
 from train.errors import TrainError
-from train.inference import NEGATIVE, LoadedRun, Tag, find_images, load_picture, select, thresholds
-from train.sorting import Sorter, folder_name
+from train.tag.captions import CaptionStyle, caption, format_tag, write_caption
+from train.tag.inference import (
+    NEGATIVE,
+    LoadedRun,
+    Tag,
+    find_images,
+    load_picture,
+    select,
+    thresholds,
+)
+from train.tag.sorting import Sorter, folder_name
 
 
 # -- captions ------------------------------------------------------------------------------

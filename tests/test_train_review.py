@@ -17,7 +17,7 @@ from report_fixtures import cached_run
 from shards import read_shards
 from train.review.cli import build_parser, prepare, serve
 from train.review.server import make_app
-from train.tag_cli import main as tag_main
+from train.tag.cli import main as tag_main
 
 pytestmark = pytest.mark.slow        # one small training run for the module
 

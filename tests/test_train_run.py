@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from train_fixtures import emulator_shards, write_shards
 
+from shards.manifest import read_manifest, write_manifest
 from train.cli import main
 from train.run import Run
 from train.settings import TrainSettings
@@ -40,7 +41,7 @@ def test_loss_falls_and_map_beats_the_prevalence_baseline(shards, tmp_path):
     targets = []
     for line in (shards / "tags.csv").read_text().splitlines()[1:]:
         targets.append(int(line.split(",")[3]))
-    train_samples = json.loads((shards / "manifest.json").read_text())["splits"]["train"]
+    train_samples = read_manifest(shards)["splits"]["train"]
     baseline = float(np.mean(np.array(targets) / train_samples["successes"]))
     assert report["mAP"] > baseline + 0.2, (report["mAP"], baseline)
     for name in ("config.json", "tags.csv", "eval.json", "metrics.png", "model.safetensors",
@@ -113,10 +114,10 @@ def test_a_corrupt_shard_is_skipped_with_a_warning_and_counted(shards, tmp_path,
     broken = tmp_path / "broken"
     shutil.copytree(shards, broken)
     (broken / "train" / "00099.tar").write_bytes(b"this is not a tar file" * 100)
-    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest = read_manifest(broken)
     manifest["splits"]["train"]["shards"].insert(0, {"name": "00099", "count": 0,
                                                      "successes": 0})
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(broken, manifest)
     with caplog.at_level(logging.WARNING):
         report = Run(_settings(broken, tmp_path / "run", epochs=1)).fit()
     assert report["skipped_samples"] >= 1

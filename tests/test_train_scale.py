@@ -17,6 +17,7 @@ import pytest
 import torch
 from train_fixtures import emulator_shards
 
+from shards.manifest import read_manifest
 from train.run import Run
 from train.settings import TrainSettings
 
@@ -102,7 +103,7 @@ def test_shards_stream_over_http_with_a_transient_failure(http_shards, tmp_path)
 def test_a_brace_pattern_of_shard_urls(http_shards, shards, tmp_path):
     n = len(list((shards / "train").glob("*.tar")))
     pattern = f"{http_shards}/train/{{00000..{n - 1:05d}}}.tar"
-    samples = json.loads((shards / "manifest.json").read_text())["splits"]["train"]
+    samples = read_manifest(shards)["splits"]["train"]
     report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=1,
                                tags=f"{http_shards}/tags.csv",
                                epoch_samples=samples["successes"], **BASE)).fit()

@@ -1,24 +1,25 @@
 """Tiny shards for trainer tests, written straight from the emulator's world.
 
-These follow DESIGN.md boundary 3 (manifest.json, tags.csv, train/ and val/ tar files with
-<key>.jpg and <key>.json) without going through `prep make-shards`, so the trainer's tests do
-not depend on the prep stage; an end-to-end test covers the two together.
+They are written through the shards library (ShardWriter, write_tags, write_manifest), so they
+are in the real format of DESIGN.md boundary 3 and a format change breaks the tests that depend
+on it, without going through `prep make-shards`; an end-to-end test covers the two together.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from scrape.emulator import vocab as V
 from scrape.emulator.files import FileStore
 from scrape.emulator.world import World
+from shards import ShardWriter
+from shards.format import FORMAT_NAME, FORMAT_VERSION, TAGS, shard_name
+from shards.manifest import complete, write_manifest
+from shards.tags import write_tags
 
 VISUAL = ["red_background", "blue_background", "green_background", "white_background",
           "black_background", "circle", "square", "star_(symbol)", "border", "monochrome",
@@ -48,29 +49,26 @@ def emulator_shards(root: Path, posts: int = 480, size: int = 64, per_shard: int
 
 def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard: int,
                  task: str = "multilabel") -> Path:
+    """Shards in the real format: tags.csv, ShardWriter shards and a checked, complete manifest
+    (shards/), from ``rows[split] = [(key, jpeg bytes, meta), ...]``; returns root."""
     root.mkdir(parents=True, exist_ok=True)
     counts = {t: 0 for t, _ in tags}
     for _, _, meta in rows["train"]:
         for t in meta["tags"]:
             if t in counts:
                 counts[t] += 1
-    with (root / "tags.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["tag_id", "name", "category", "count"])
-        for name, cat in tags:
-            w.writerow([-1, name, cat, counts[name]])
+    write_tags(root / TAGS, [(-1, name, cat, counts[name]) for name, cat in tags])
     splits = {}
     for split, items in rows.items():
-        (root / split).mkdir(exist_ok=True)
         shards = []
         for i in range(0, len(items), per_shard):
-            name = f"{i // per_shard:05d}"
-            chunk = items[i:i + per_shard]
-            with wds.TarWriter(str(root / split / f"{name}.tar")) as tw:
+            name, chunk = shard_name(i // per_shard), items[i:i + per_shard]
+            with ShardWriter(root / split, name) as writer:
                 for key, jpg, meta in chunk:
-                    tw.write({"__key__": key, "jpg": jpg, "json": json.dumps(meta).encode()})
-            shards.append({"name": name, "count": len(chunk), "successes": len(chunk)})
-        splits[split] = {"shards": shards, "count": len(items), "successes": len(items)}
-    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "task": task,
-                                                    "splits": splits}))
+                    writer.write({"__key__": key, "jpg": jpg, "json": meta})
+            shards.append({"name": name, "count": len(chunk)})
+        splits[split] = {"shards": shards, "count": len(items)}
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False,
+                "task": task, "splits": splits}
+    write_manifest(root, complete(root, manifest))
     return root

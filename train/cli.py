@@ -19,6 +19,9 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
+from scrape.logs import configure_logging
+from shards.errors import ShardsError
+
 from .errors import TrainError
 from .settings import TrainSettings
 
@@ -113,17 +116,10 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     return settings
 
 
-def configure_logging(verbose: bool, quiet: bool) -> None:
-    """Logging for the train package's commands (`train`, `train export`, `tag`)."""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tag"]:
-        from .tag_cli import main as tag_main
+        from .tag.cli import main as tag_main
         return tag_main(argv[1:])
     if argv[:1] == ["report"]:
         from .report.cli import main as report_main
@@ -141,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         from .run import Run
         report = Run(settings).fit()
-    except TrainError as exc:
+    except (TrainError, ShardsError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

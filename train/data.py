@@ -26,8 +26,11 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from shards.errors import ManifestError
+from shards.manifest import split_samples, split_shards
+from shards.streams import tar_samples
+
 from .errors import DataError
-from .remote import open_stream, tar_samples
 
 log = logging.getLogger(__name__)
 MEAN = (0.485, 0.456, 0.406)
@@ -42,31 +45,13 @@ class Split:
     samples: int
 
 
-def read_manifest(root: str) -> dict:
-    """The shards' manifest.json from a folder or a base URL."""
-    path = f"{root.rstrip('/')}/manifest.json"
-    try:
-        with open_stream(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-
-
 def split_of(root: str, manifest: dict, name: str) -> Split:
-    """Shard URLs and sample count of one split (train or val) of a shards manifest:
-    `splits.<name>.shards` lists `{"name": "00000", "successes": n, ...}` (shards/format.py)."""
-    split = (manifest.get("splits") or {}).get(name)
-    if not split:
-        raise DataError(f"{root}: the manifest has no {name!r} split")
-    urls = []
-    for shard in split["shards"]:
-        shard = shard if isinstance(shard, str) else shard["name"]
-        if not shard.endswith(".tar"):
-            shard += ".tar"
-        if "://" not in shard and not shard.startswith("/"):
-            shard = f"{root.rstrip('/')}/{shard if '/' in shard else f'{name}/{shard}'}"
-        urls.append(shard)
-    return Split(urls, int(split.get("successes", split.get("count", 0))))
+    """Shard URLs and sample count of one split (train or val) of a shards manifest."""
+    try:
+        shards = split_shards(manifest, root, name)
+    except ManifestError as exc:
+        raise DataError(str(exc)) from None
+    return Split([s["url"] for s in shards], split_samples(manifest, name))
 
 
 def rank_info() -> tuple[int, int]:

@@ -32,5 +32,5 @@ def train_main(argv: list[str] | None = None) -> int:
 def tag_main(argv: list[str] | None = None) -> int:
     """`tag`: checks for torch, then runs the tag command."""
     _require_torch("tag")
-    from .tag_cli import main
+    from .tag.cli import main
     return main(argv)

@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import configure_logging
+from scrape.logs import configure_logging
+
 from .data import MEAN, STD
 from .errors import TrainError
-from .inference import LoadedRun, load_run, probabilities
+from .tag.inference import LoadedRun, load_run, probabilities
 
 log = logging.getLogger(__name__)
 MIN_OPSET = 18

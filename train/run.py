@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from braceexpand import braceexpand
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
+
+from shards.manifest import pattern_manifest, read_manifest
+from shards.tags import read_tags, write_tags
 
 from . import checkpoint, distributed
 from .data import (
@@ -28,7 +30,6 @@ from .data import (
     ShardStream,
     Targets,
     encoded_collate,
-    read_manifest,
     split_of,
     transforms,
 )
@@ -39,7 +40,6 @@ from .metrics import evaluate as score
 from .models import build_model, transfer
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
-from .tag_index import read_tags, write_tags
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class Run:
         if not s.tags or not s.epoch_samples:
             raise TrainError("a shard pattern such as 'https://host/ds/train/{00000..00099}.tar'"
                              " needs --tags (tags.csv path or URL) and --epoch-samples")
-        urls = list(braceexpand(s.shards))
-        return {"splits": {"train": {"shards": urls, "successes": s.epoch_samples}}}
+        return pattern_manifest(s.shards, s.epoch_samples)
 
     def _tags(self, manifest: dict) -> tuple[list[dict], str]:
         run_tags = self.out / "tags.csv"
@@ -160,6 +159,7 @@ class Run:
             write_tags(self.out / "tags.csv", tags)
             (self.out / "config.json").write_text(json.dumps(
                 {**s.to_dict(), "task": task, "precision": precision, "device": str(self.device),
+                 "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
                  "world_size": world, "steps_per_epoch": per_epoch // s.grad_accum,
                  "total_steps": total}, indent=2))
         loss_fn = make_loss(task, s.loss)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TrainError
-from ..inference import load_run
 from ..metrics import evaluate
+from ..tag.inference import load_run
 from . import pages
 from .analysis import pr_curve, tag_rows, worst
 from .scores import ValScores, validation_scores

@@ -3,8 +3,8 @@
     val = validation_scores(run, "shards/")      # run = inference.load_run("run/")
     val.scores (n, T) float32, val.targets (n, T) uint8, val.keys, val.tags (true tags)
 
-Samples are read with the shards' reader (shards/reader.py) and prepared as `tag` prepares
-pictures (inference.load_picture), so the numbers match what `tag` would say about them.
+Samples are read with the shards' reader (shards/reader.py), decoded and resized by training's
+own evaluation transform (data.transforms), so the numbers are the run's evaluation numbers.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from shards import ManifestError, read_manifest, read_shards
 
-from ..data import MEAN, STD, Targets
+from ..data import Targets, decode_image, transforms
 from ..errors import TrainError
-from ..inference import LoadedRun, load_picture, probabilities
+from ..tag.inference import LoadedRun, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,8 @@ def _batches(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
 
 @torch.inference_mode()
 def _score(run: LoadedRun, images: list[bytes]) -> np.ndarray:
-    x = torch.stack([load_picture(data, run.image_size, run.resize) for data in images])
-    mean = torch.tensor(MEAN, device=run.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=run.device).view(1, 3, 1, 1) * 255
-    x = (x.to(run.device).float() - mean) / std
+    prepare = transforms(run.image_size, train=False)
+    x = torch.stack([prepare(decode_image(data)) for data in images]).to(run.device)
     with torch.autocast(run.device.type, dtype=torch.bfloat16,
                         enabled=run.precision == "bf16"):
         logits = run.model(x)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..captions import CaptionStyle
 from ..errors import TrainError
-from ..inference import LoadedRun, load_run, thresholds
+from ..tag.captions import CaptionStyle
+from ..tag.inference import LoadedRun, load_run, thresholds
 from .predictions import ensure_predictions
 from .server import make_app
 from .store import CORRECTIONS, REVIEW_DIR, ReviewStore

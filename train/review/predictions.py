@@ -17,9 +17,9 @@ import numpy as np
 
 from prep.folder_input import find_images
 
-from ..captions import CaptionStyle, caption, write_caption
-from ..inference import LoadedRun, predict, select
-from ..tag_output import TagTable
+from ..tag.captions import CaptionStyle, caption, write_caption
+from ..tag.inference import LoadedRun, predict, select
+from ..tag.output import TagTable
 from .store import REVIEW_DIR, Prediction
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prep.folder_input import find_images, parse_caption
 
-from ..captions import CaptionStyle, caption_path, format_tag, write_caption
+from ..tag.captions import CaptionStyle, caption_path, format_tag, write_caption
 
 REVIEW_DIR = ".review"
 CORRECTIONS = "corrections.jsonl"

@@ -25,11 +25,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from prep.imaging import IMAGE_SUFFIXES
+from scrape.logs import configure_logging
+
+from ..errors import TrainError
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
-from .cli import configure_logging
-from .errors import TrainError
 from .inference import (
-    IMAGE_SUFFIXES,
     RESIZE_MODES,
     LoadedRun,
     find_images,
@@ -38,8 +39,8 @@ from .inference import (
     select,
     thresholds,
 )
+from .output import EmbeddingTable, TagTable, check_table_path
 from .sorting import Sorter
-from .tag_output import EmbeddingTable, TagTable, check_table_path
 
 log = logging.getLogger(__name__)
 SHOW = 10                       # images whose tags are printed without --verbose
@@ -268,7 +269,7 @@ def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["review"]:
-        from .review.cli import main as review_main
+        from ..review.cli import main as review_main
         return review_main(argv[1:])
     parser = build_parser()
     try:

@@ -8,38 +8,40 @@
           ─▶ main process: normalise on the device ─▶ model (bf16 autocast on a GPU)
           ─▶ probabilities (sigmoid; softmax for a multiclass run) and pooled features
 
-Images are prepared like the shards the model learnt from (DESIGN.md boundary 3): EXIF
-orientation applied, alpha composited onto white, then padded to a white square, centre-cropped
-or stretched as the shards' manifest says (`pad` when it cannot be read), at the run's image
-size. An unreadable image is a failure of that image only: it comes back in `failed`.
+Images are prepared by the function that made the shards the model learnt from
+(`prep.imaging.prepare_picture`, DESIGN.md "one picture"), with the image settings `train`
+recorded in run/config.json (`preparation`), then resized to the run's image size as training
+evaluates. An unreadable image is a failure of that image only: it comes back in `failed`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
-from .data import MEAN, STD
-from .errors import TrainError
-from .models import Tagger, build_model
-from .tag_index import read_tags
+from prep.imaging import IMAGE_SUFFIXES, ImageRejected, ImageSettings, prepare_picture
+from shards.errors import ShardsError
+from shards.manifest import read_manifest
+from shards.tags import read_tags
+
+from ..data import MEAN, STD
+from ..errors import TrainError
+from ..models import Tagger, build_model
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".avif"})
 RESIZE_MODES = ("pad", "center_crop", "stretch")
+_PREP_MODES = {"pad": "pad", "center_crop": "center_crop", "stretch": "keep_ratio"}
 GENERAL, CHARACTER, RATING = 0, 4, 9
 NEGATIVE = -1              # category of the "not_<positive>" label of a binary run
-WHITE = (255, 255, 255)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class LoadedRun:
     resize: str                  # pad | center_crop | stretch
     device: torch.device
     precision: str               # bf16 | fp32
+    preparation: ImageSettings | None = None  # how pictures are made (None: as `resize` says)
 
     @property
     def names(self) -> list[str]:
@@ -87,7 +90,10 @@ def load_run(path: str | Path, device: str = "auto", precision: str = "auto",
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise TrainError(f"cannot read {path / 'config.json'}: {exc}") from None
-    tags = read_tags(path / "tags.csv")
+    try:
+        tags = read_tags(path / "tags.csv")
+    except ShardsError as exc:
+        raise TrainError(str(exc)) from None
     task = config.get("task") or "multilabel"
     positive = config.get("positive") or (tags[0]["name"] if task == "binary" else None)
     outputs = 1 if task == "binary" else len(tags)
@@ -104,9 +110,11 @@ def load_run(path: str | Path, device: str = "auto", precision: str = "auto",
     prec = precision if precision != "auto" else "bf16" if dev.type == "cuda" else "fp32"
     model = model.eval().to(dev, memory_format=torch.channels_last if dev.type == "cuda"
                             else torch.preserve_format)
-    return LoadedRun(path, model, tags, config, task, positive,
-                     int(config.get("image_size", 224)),
-                     resize if resize != "auto" else _shards_resize(config), dev, prec)
+    image_size = int(config.get("image_size", 224))
+    settings = preparation(config, image_size, resize)
+    name = {"pad": "pad", "center_crop": "center_crop"}.get(settings.resize_mode, "stretch")
+    return LoadedRun(path, model, tags, config, task, positive, image_size, name, dev, prec,
+                     settings)
 
 
 def _device(name: str) -> torch.device:
@@ -124,13 +132,12 @@ def _device(name: str) -> torch.device:
 
 
 def _shards_resize(config: dict) -> str:
-    """How the training shards were resized (their manifest's `image.resize_mode`), as ours."""
-    manifest = Path(str(config.get("shards", ""))) / "manifest.json"
+    """How the training shards were resized (their manifest's `image.resize_mode`)."""
     try:
-        mode = json.loads(manifest.read_text())["image"]["resize_mode"]
-    except (OSError, ValueError, KeyError, TypeError):
+        mode = read_manifest(str(config.get("shards", "")))["image"]["resize_mode"]
+    except (ShardsError, KeyError, TypeError):
         return "pad"
-    return {"pad": "pad", "center_crop": "center_crop"}.get(mode, "stretch")
+    return mode if mode in {"pad", "center_crop"} else "keep_ratio"
 
 
 # -- images --------------------------------------------------------------------------------
@@ -161,59 +168,59 @@ def find_images(inputs: Sequence[str | Path], exclude: Sequence[Path] = ()) -> l
     return found
 
 
-def load_picture(data: bytes, size: int, resize: str = "pad") -> torch.Tensor:
-    """Encoded image bytes -> uint8 (3, size, size) tensor prepared like the training shards.
-
-    Raises whatever Pillow raises for a file it cannot decode."""
-    with Image.open(io.BytesIO(data)) as im:
-        if im.format == "JPEG":
-            im.draft(None, (2 * size, 2 * size))        # decode at a reduced DCT scale
-        try:
-            picture = ImageOps.exif_transpose(im)
-        except Exception:  # noqa: BLE001 - broken EXIF is no reason to lose the picture
-            im.load()
-            picture = im.copy()
-    picture = _flatten(picture)
-    w, h = picture.size
-    if resize == "pad":
-        scale = size / max(w, h)
-        scaled = (max(1, round(w * scale)), max(1, round(h * scale)))
-        canvas = Image.new("RGB", (size, size), WHITE)
-        canvas.paste(picture.resize(scaled, Image.Resampling.LANCZOS, reducing_gap=2.0),
-                     ((size - scaled[0]) // 2, (size - scaled[1]) // 2))
-        picture = canvas
-    elif resize == "center_crop":
-        side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        picture = picture.resize((size, size), Image.Resampling.LANCZOS, box=box,
-                                 reducing_gap=2.0)
+def preparation(config: dict, image_size: int, resize: str = "auto") -> ImageSettings:
+    """How `tag` prepares a picture for a run: the image settings of the shards it learnt from
+    (config.json's `preparation`, which `train` records from the shards' manifest), as
+    `make-shards` applied them; `resize` (pad, center_crop, stretch) other than `auto`
+    replaces their resize mode. A run from before `preparation` was recorded gets its
+    `image_size`, enlarged when smaller, resized as its shards' manifest says (pad when
+    unreadable)."""
+    recorded = config.get("preparation")
+    if isinstance(recorded, dict):
+        known = {f.name for f in fields(ImageSettings)}
+        settings = ImageSettings(**{k: v for k, v in recorded.items() if k in known})
     else:
-        picture = picture.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    return torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1)
+        settings = ImageSettings(size=image_size, resize_mode=_shards_resize(config))
+    if resize != "auto":
+        settings = replace(settings, resize_mode=_PREP_MODES[resize])
+    return replace(settings, animated="first-frame")  # tag an animation by its first frame
 
 
-def _flatten(im: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited onto white."""
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        out = Image.new("RGB", im.size, WHITE)
-        out.paste(rgba, mask=rgba.getchannel("A"))
-        return out
-    return im if im.mode == "RGB" else im.convert("RGB")
+def load_picture(data: bytes, size: int, resize: str = "pad",
+                 settings: ImageSettings | None = None) -> torch.Tensor:
+    """Encoded image bytes -> uint8 (3, size, size) tensor, as the model saw its shards.
+
+    The picture is made by `prep.imaging.prepare_picture` with `settings` (default: `size`
+    and `resize`, the preparation of a run without recorded settings), then resized to a
+    `size` square as training's evaluation transform resizes a shard image. Raises ValueError
+    for a file that is not a readable image."""
+    if settings is None:
+        settings = ImageSettings(size=size, resize_mode=_PREP_MODES[resize],
+                                 animated="first-frame")
+    try:
+        picture = prepare_picture(data, settings).picture
+    except ImageRejected as exc:
+        raise ValueError(exc.message) from None
+    x = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1)
+    if tuple(x.shape[1:]) != (size, size):
+        x = v2.functional.resize(x, [size, size], antialias=True)
+    return x
 
 
 class ImageFiles(Dataset):
     """(index, uint8 image or None, error or None) for each path; decoding runs in workers."""
 
-    def __init__(self, paths: Sequence[Path], size: int, resize: str):
-        self.paths, self.size, self.resize = list(paths), size, resize
+    def __init__(self, paths: Sequence[Path], size: int, resize: str,
+                 settings: ImageSettings | None = None):
+        self.paths, self.size, self.resize, self.settings = list(paths), size, resize, settings
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return i, load_picture(self.paths[i].read_bytes(), self.size, self.resize), None
+            return i, load_picture(self.paths[i].read_bytes(), self.size, self.resize,
+                                   self.settings), None
         except Exception as exc:  # noqa: BLE001 - one bad file is reported, never fatal
             return i, None, f"{type(exc).__name__}: {exc}"[:300]
 
@@ -241,8 +248,9 @@ def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32, workers
             embed: bool = False) -> Iterator[Batch]:
     """Batches of predictions for `paths`, in order; unreadable images come back in `failed`."""
     cuda = run.device.type == "cuda"
-    loader = DataLoader(ImageFiles(paths, run.image_size, run.resize), batch_size=batch_size,
-                        num_workers=workers, collate_fn=collate, pin_memory=cuda,
+    images = ImageFiles(paths, run.image_size, run.resize, run.preparation)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                        pin_memory=cuda,
                         prefetch_factor=4 if workers else None)
     mean = torch.tensor(MEAN, device=run.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=run.device).view(1, 3, 1, 1) * 255

@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import TrainError
+from shards.atomic import fsync_dir, fsync_file, temporary_name
+
+from ..errors import TrainError
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 TAG_SCHEMA = pa.schema([("path", pa.string()), ("tags", pa.list_(pa.string())),
@@ -35,12 +37,16 @@ def check_table_path(path: Path, flag: str, suffixes=TABLE_SUFFIXES) -> None:
 
 
 class _Atomic:
+    """A table written to a temporary name and renamed when complete (shards.atomic)."""
+
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.tmp = temporary_name(path)
 
     def _finish(self) -> None:
+        fsync_file(self.tmp)
         self.tmp.replace(self.path)
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         self.tmp.unlink(missing_ok=True)

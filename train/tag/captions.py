@@ -12,10 +12,11 @@ default because trainers read the brackets literally.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from shards.atomic import write_text_atomic
 
 from .inference import CHARACTER, NEGATIVE, RATING, Tag
 
@@ -75,10 +76,5 @@ def write_caption(image: Path, text: str, style: CaptionStyle, overwrite: bool =
     existed = path.exists()
     if existed and not overwrite:
         return "kept"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, text + "\n", durable=False)  # as cheap to redo as to fsync
     return "replaced" if existed else "written"

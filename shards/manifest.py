@@ -1,0 +1,122 @@
+"""``manifest.json``: read and check it, list a split's shards, complete it, write it.
+
+    manifest = read_manifest("shards/")          # or a URL, or the .json itself
+    shards = split_shards(manifest, "shards/", "train")   # [{"url", "name", "samples"}]
+    split_samples(manifest, "train")             # successes in the split
+    write_manifest(Path("shards"), manifest)     # checked, then written atomically
+    manifest = complete(Path("shards"), manifest)    # counts and bytes from every shard's stats
+    pattern_manifest("https://host/ds/train/{00000..00099}.tar", samples=10_000)
+
+A manifest names its format and version (FORMAT_NAME, FORMAT_VERSION), says whether the build
+is ``complete``, and lists per split the shards by name (``<split>/<name>.tar`` beside the
+manifest) or, for a listing made from a brace pattern, by ``url``. Torch-free: prep uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json_atomic
+from .errors import ManifestError
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardPaths, is_url, join_location
+from .format import manifest_location as _manifest_location
+from .streams import expand_pattern, open_stream
+
+
+def read_manifest(source: str | Path) -> dict[str, Any]:
+    """The manifest of a shard root (local or URL). Raises ManifestError."""
+    location, _ = _manifest_location(source)
+    try:
+        if is_url(location):
+            with open_stream(location) as stream:
+                text = stream.read()
+        else:
+            text = Path(location).read_bytes()
+        manifest = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read the shard manifest {location}: {exc}") from exc
+    check_manifest(manifest, location)
+    return manifest
+
+
+def check_manifest(manifest: Any, location: str) -> None:
+    """Raise ManifestError unless ``manifest`` is one of ours, of this version, with splits."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ManifestError(f"{location} is not a {FORMAT_NAME} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{location}: format version {manifest.get('format_version')!r}, "
+                            f"this reader knows version {FORMAT_VERSION}")
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not all(
+            isinstance(s, dict) and isinstance(s.get("shards"), list) for s in splits.values()):
+        raise ManifestError(f"{location}: 'splits' must map each split to a list of shards")
+
+
+def split_shards(manifest: dict[str, Any], source: str | Path, split: str,
+                 allow_incomplete: bool = False) -> list[dict[str, Any]]:
+    """``{"url", "name", "samples"}`` for each shard of ``split``, in order.
+
+    Raises ManifestError for an unknown split, or (unless ``allow_incomplete``) a build that
+    the manifest does not mark complete.
+    """
+    location, base = _manifest_location(source)
+    if not allow_incomplete and not manifest.get("complete"):
+        raise ManifestError(f"{location}: the shards are not complete (prep make-shards was "
+                            "interrupted or is still running; rerun it to finish)")
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise ManifestError(f"{location}: no split {split!r} (has: {', '.join(splits)})")
+    return [{"url": shard.get("url") or join_location(base, split, f"{shard['name']}.tar"),
+             "name": shard["name"], "samples": shard.get("successes")}
+            for shard in splits[split]["shards"]]
+
+
+def split_samples(manifest: dict[str, Any], split: str) -> int:
+    """The number of samples (successes) in ``split``; 0 when the manifest does not say."""
+    info = manifest.get("splits", {}).get(split) or {}
+    return int(info.get("successes") or 0)
+
+
+def pattern_manifest(pattern: str, samples: int, task: str | None = None) -> dict[str, Any]:
+    """A complete one-split (``train``) manifest for a brace pattern of tar URLs, which have
+    no manifest of their own; ``samples`` is the sample count to assume. Raises ManifestError."""
+    try:
+        urls = expand_pattern(pattern)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
+    shards = [{"name": url.rsplit("/", 1)[-1].removesuffix(".tar"), "url": url} for url in urls]
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": True,
+                "splits": {"train": {"shards": shards, "successes": samples}}}
+    if task:
+        manifest["task"] = task
+    return manifest
+
+
+def complete(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``manifest`` marked complete, with successes and bytes per shard and split
+    and the status counts, from each shard's ``_stats.json``. Raises ManifestError when a
+    shard's stats are missing (the shard is not done)."""
+    final = json.loads(json.dumps(manifest))
+    status: Counter[str] = Counter()
+    for split, info in final["splits"].items():
+        for entry in info["shards"]:
+            path = ShardPaths.of(root / split, entry["name"]).stats
+            try:
+                stats = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ManifestError(f"shard {split}/{entry['name']} is not done: {exc}") from None
+            entry.update(successes=stats["successes"], bytes=stats["tar_bytes"])
+            status.update(stats["status"])
+        info.update(successes=sum(s["successes"] for s in info["shards"]),
+                    bytes=sum(s["bytes"] for s in info["shards"]))
+    final.update(complete=True, status=dict(sorted(status.items())))
+    return final
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Check ``manifest`` and write it as ``root/manifest.json``, atomically."""
+    check_manifest(manifest, str(root / MANIFEST))
+    write_json_atomic(root / MANIFEST, manifest)

@@ -1,0 +1,62 @@
+"""shards/ owns the boundary files: tags.csv, manifest.json, atomic writes, brace listings."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from shards import ManifestError, TagsError, read_manifest, read_tags, write_manifest, write_tags
+from shards.atomic import atomic_write
+from shards.manifest import pattern_manifest, split_samples, split_shards
+
+
+def test_tags_roundtrip_and_csv_module_agrees(tmp_path):
+    rows = [(9999999, "general", 9, 5), (-1, "long_hair", 0, 3), (12, 'a,"b"', 4, 1)]
+    write_tags(tmp_path / "tags.csv", rows)
+    with (tmp_path / "tags.csv").open(newline="", encoding="utf-8") as fh:
+        assert [tuple(r) for r in csv.reader(fh)][1:] == [tuple(map(str, r)) for r in rows]
+    back = read_tags(tmp_path / "tags.csv")
+    assert [(r["tag_id"], r["name"], r["category"], r["count"]) for r in back] == rows
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,count\nsolo,1\n", "not a tag index"),
+    ("tag_id,name,category,count\n-1,solo,0,many\n", ":2: expected"),
+    ("tag_id,name,category,count\n-1,solo,0\n", ":2: expected"),
+    ("tag_id,name,category,count\n-1,solo,0,1\n-1,solo,0,2\n", "repeated names"),
+    ("tag_id,name,category,count\n", "no rows"),
+])
+def test_a_bad_tag_index_is_refused_with_the_reason(tmp_path, text, message):
+    (tmp_path / "tags.csv").write_text(text)
+    with pytest.raises(TagsError, match=message):
+        read_tags(tmp_path / "tags.csv")
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as fh:
+        fh.write("new, half written")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_brace_pattern_lists_its_tars_without_a_manifest():
+    manifest = pattern_manifest("https://host/ds/train/{00000..00002}.tar", samples=30)
+    shards = split_shards(manifest, "https://host/ds", "train")
+    assert [s["url"] for s in shards] == [f"https://host/ds/train/0000{i}.tar" for i in range(3)]
+    assert split_samples(manifest, "train") == 30
+    with pytest.raises(ManifestError, match=".tar"):
+        pattern_manifest("https://host/ds/{a,b}.json", samples=1)
+
+
+def test_the_manifest_writer_checks_what_it_writes(tmp_path):
+    with pytest.raises(ManifestError, match="not a booru-tagger-shards manifest"):
+        write_manifest(tmp_path, {"format_version": 1, "splits": {}})
+    manifest = pattern_manifest("/data/train/{00000..00001}.tar", samples=4)
+    write_manifest(tmp_path, {**manifest, "complete": False})
+    assert read_manifest(tmp_path)["splits"] == manifest["splits"]
+    with pytest.raises(ManifestError, match="not complete"):
+        split_shards(read_manifest(tmp_path), tmp_path, "train")
