@@ -13,6 +13,8 @@ import urllib.request
 
 import webdataset as wds
 
+from shards.storage import is_object_url, open_url
+
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 AGENT = "booru-tagger-train/0.1"
@@ -20,6 +22,8 @@ AGENT = "booru-tagger-train/0.1"
 
 def open_stream(url: str, retries: int = 5, backoff: float = 0.5):
     """A binary file object for a path or URL; raises OSError when it cannot be opened."""
+    if is_object_url(url):  # s3://, gs://, ... through fsspec (shards/storage.py)
+        return open_url(url, retries, backoff)
     if not url.startswith(("http://", "https://")):
         return wds.gopen(url, "rb")
     for attempt in range(retries + 1):
