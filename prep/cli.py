@@ -20,6 +20,8 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from shards.storage import StorageError
+
 from .errors import PrepError, SettingsError
 from .folder_input import FOLDER_KINDS
 from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return args.handler(args)
-    except PrepError as exc:
+    except (PrepError, StorageError) as exc:
         print(f"prep: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -36,8 +36,9 @@ NOT_OBJECT = ("http", "https", "pipe")  # opened by HTTP or webdataset's gopen i
 FATAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-class StorageError(ShardsError):
-    """Object storage is unusable: missing protocol package, bad URL, failed upload."""
+class StorageError(ShardsError, OSError):
+    """Object storage is unusable: missing protocol package, bad URL, failed upload (an OSError,
+    so readers that report unreadable files report this too)."""
 
 
 def is_object_url(location: str) -> bool:
