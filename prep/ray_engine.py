@@ -61,6 +61,7 @@ def build_shard(spec: ShardSpec, roots: list[Path], index: LabelIndex, out: Path
             writer.write(sample_of(row, process(item, image), index, image.format))
     if store is not None:
         store.put_shard(out, spec.split, spec.name)
+        store.wait()
     return writer.stats or {}
 
 

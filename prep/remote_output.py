@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ class RemoteOutput:
     def __init__(self, url: str):
         self.storage = Storage(url)
         self._same_build = False
+        self._uploader: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray tasks carry a copy: no thread, no upload
+        return {**self.__dict__, "_uploader": None, "_pending": None}
 
     @property
     def url(self) -> str:
@@ -112,6 +118,20 @@ class RemoteOutput:
         return True
 
     def put_shard(self, staging: Path, split: str, name: str) -> None:
+        """Start uploading a finished shard in the background (one at a time, so the next
+        shard is built meanwhile); raises the error of the previous upload, if any."""
+        self.wait()
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        self._pending = self._uploader.submit(self._upload_shard, staging, split, name)
+
+    def wait(self) -> None:
+        """Wait for the upload in progress; raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _upload_shard(self, staging: Path, split: str, name: str) -> None:
         """Upload a finished shard, stats last, and drop its local tar and parquet."""
         paths = ShardPaths.of(staging / split, name)
         for path in (paths.tar, paths.parquet, paths.stats):
@@ -121,6 +141,7 @@ class RemoteOutput:
 
     def finish(self, staging: Path) -> None:
         """Upload tags.csv (when new) and the final manifest, last; empty ``staging``."""
+        self.wait()
         if self.storage.size(TAGS) != (staging / TAGS).stat().st_size:
             self.storage.put(staging / TAGS, TAGS)
         self.storage.put(staging / MANIFEST, MANIFEST)
