@@ -101,3 +101,13 @@ def test_a_worker_killed_during_the_build_is_retried(local_ray, folder, referenc
     assert code == 0, err
     assert_same_build(tmp_path / "out", reference)
 
+
+
+def test_ray_tasks_upload_their_shards_to_a_url(local_ray, folder, reference, tmp_path,
+                                                capsys):
+    code, err = make_shards(capsys, "--folder", str(folder), "--out",
+                            f"file://{tmp_path}/bucket/ds", "--staging",
+                            str(tmp_path / "staging"), "--engine", "ray", *ARGS)
+    assert code == 0, err
+    assert_same_build(tmp_path / "bucket" / "ds", reference)
+    assert not list((tmp_path / "staging").rglob("*.tar"))
