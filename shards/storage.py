@@ -176,6 +176,31 @@ class Storage:
         return sorted(p[len(root) + 1:] for p in found)
 
 
+def fetch_files(url: str, names: tuple[str, ...], into: Path | None = None) -> Path:
+    """Copy ``names`` under the folder ``url`` into a local folder (default: one per URL
+    under the temp dir; a file already there with the object's size is kept); returns it.
+
+    Raises FileNotFoundError for a missing object and StorageError for other failures."""
+    import hashlib
+    import tempfile
+
+    folder = into or Path(tempfile.gettempdir()) / "booru-tagger-fetch" / hashlib.sha256(
+        url.rstrip("/").encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    store = Storage(url)
+    for name in names:
+        size, local = store.size(name), folder / name
+        if size is None:
+            raise FileNotFoundError(f"{store.location(name)} does not exist")
+        if local.is_file() and local.stat().st_size == size:
+            continue
+        data = store.get(name) or b""
+        tmp = local.with_name(f".{name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(local)
+    return folder
+
+
 def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[bytes]:
     if mode[0] != "r":
         raise ValueError(f"{url}: only reading is supported")

@@ -146,7 +146,8 @@ def dataset(s3, folder, reference) -> str:
     return url
 
 
-def test_train_streams_from_s3(dataset, tmp_path):
+def test_train_streams_from_s3_and_tag_loads_the_run_from_s3(s3, dataset, folder, tmp_path,
+                                                               capsys):
     torch = pytest.importorskip("torch")
     from train.cli import main
 
@@ -159,6 +160,17 @@ def test_train_streams_from_s3(dataset, tmp_path):
     assert checkpoint["step"] == 3
     config = (out / "config.json").read_text()
     assert dataset in config and os.environ["AWS_SECRET_ACCESS_KEY"] not in config
+
+    from train.tag_cli import main as tag_main
+
+    for name in ("config.json", "tags.csv", "model.safetensors"):
+        s3.put_file(str(out / name), f"{BUCKET}/run/{name}")
+    images = [str(p) for p in sorted((folder / "noise").iterdir())[:3]]
+    capsys.readouterr()
+    assert tag_main(["--model", str(out), *images, "--device", "cpu"]) == 0
+    local = capsys.readouterr().out.splitlines()[:-1]  # the last line has timings
+    assert tag_main(["--model", f"s3://{BUCKET}/run/", *images, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[:-1] == local and "000.png" in local[0]
 
 
 def test_webdataset_reads_the_same_urls(dataset, reference):
