@@ -13,6 +13,9 @@ incomplete -> for every shard without its ``_stats.json``, process its images in
 
 An interrupted run leaves finished shards under their final names and the shard in progress
 under temporary names; the same command finishes the job, redoing only unfinished shards.
+With ``engine="ray"`` the shards are written by Ray tasks (:mod:`.ray_engine`); with a
+``store`` (``--out s3://...``, :mod:`.remote_output`) ``out`` is a local staging folder and
+each finished shard is uploaded, the manifest last.
 """
 
 from __future__ import annotations
