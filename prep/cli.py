@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scrape.logs import configure_logging
+from shards.storage import StorageError
 
 from .errors import PrepError, SettingsError
 from .folder_input import FOLDER_KINDS
@@ -28,6 +29,7 @@ from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
 from .make_shards import ShardJob, ShardSettings, make_shards, shards_summary
 from .make_tag_index import TagIndexJob, make_tag_index
 from .merge_shards import add_merge_shards
+from .scale_options import add_scale_options, scale_options
 from .tag_counts import CountSettings
 from .tag_index import (
     DEFAULT_CATEGORIES,
@@ -197,7 +199,10 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     source.add_argument("--images-root", metavar="DIR",
                         help="directory image_path is relative to (default: the scrape dir "
                         "holding posts/, else the posts file's dir)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output shard folder")
+    parser.add_argument("--out", required=True, metavar="DIR|URL",
+                        help="output shard folder, or an object-storage URL (s3://bucket/ds/, "
+                        "gs://..., any fsspec URL: shards are built in --staging and uploaded "
+                        "as they finish, the manifest last)")
     image = parser.add_argument_group("images")
     image.add_argument("--image-size", type=_int_at_least(8), default=defaults.size,
                        help="target side in pixels (default: %(default)s)")
@@ -235,6 +240,7 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
                         help="this machine's part, 0..N-1 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete shards in --out built with other arguments or input")
+    add_scale_options(parser)
     parser.set_defaults(handler=run_make_shards)
     return parser
 
@@ -242,7 +248,6 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
 def run_make_shards(args: argparse.Namespace) -> int:
     """Handler of ``make-shards``."""
     job = ShardJob(
-        out=Path(args.out),
         posts=tuple(Path(p) for p in args.posts or ()),
         tags=Path(args.tags) if args.tags else None,
         folder=Path(args.folder) if args.folder else None,
@@ -258,12 +263,13 @@ def run_make_shards(args: argparse.Namespace) -> int:
         ),
         workers=args.workers, overwrite=args.overwrite,
         node_rank=args.node_rank, num_nodes=args.num_nodes,
+        **scale_options(args),
     )
     if not 0 <= job.node_rank < job.num_nodes:
         raise SettingsError(f"--node-rank must be in 0..{job.num_nodes - 1}")
     report = make_shards(job, progress=not args.quiet)
     if not args.quiet:
-        print(shards_summary(report, job.out))
+        print(shards_summary(report, args.out))
     return 0
 
 
@@ -338,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, args.quiet)
     try:
         return args.handler(args)
-    except PrepError as exc:
+    except (PrepError, StorageError) as exc:
         print(f"prep: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,6 +13,9 @@ incomplete -> for every shard without its ``_stats.json``, process its images in
 
 An interrupted run leaves finished shards under their final names and the shard in progress
 under temporary names; the same command finishes the job, redoing only unfinished shards.
+With ``engine="ray"`` the shards are written by Ray tasks (:mod:`.ray_engine`); with a
+``store`` (``--out s3://...``, :mod:`.remote_output`) ``out`` is a local staging folder and
+each finished shard is uploaded, the manifest last.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,6 +74,9 @@ class ShardJob:
     overwrite: bool = False
     node_rank: int = 0  # with num_nodes > 1: build only shards i with i % num_nodes == rank
     num_nodes: int = 1  # (then `prep merge-shards` joins the parts into one dataset)
+    engine: str = "local"  # local (the image pool) | ray (.ray_engine: one task per shard)
+    ray_address: str | None = None  # ray: None = a local Ray; auto | HOST:PORT = join
+    store: Any = None  # a .remote_output.RemoteOutput when --out is a URL (out = staging)
 
 
 @dataclass
@@ -164,6 +170,12 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
                  progress: bool = False) -> None:
     """Process and write every shard of ``pending``, in order."""
     out, image = job.out, job.settings.image
+    if job.engine == "ray":
+        from .ray_engine import write_shards_ray
+        local = replace(job, engine="local")
+        return write_shards_ray(pending, plan, index, out, image, address=job.ray_address,
+                                workers=job.workers, store=job.store, progress=progress,
+                                fallback=lambda specs: write_shards(specs, plan, index, local))
     workers = job.workers or default_workers()
     total = sum(len(spec.rows) for spec in pending)
     with ImagePool(image, workers) as pool, tqdm(total=total, unit="img", desc="make-shards",
@@ -175,6 +187,8 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
                 for row in spec.rows.to_pylist():
                     writer.write(sample_of(row, next(results), index, image.format))
                     bar.update()
+            if job.store is not None:
+                job.store.put_shard(out, spec.split, spec.name)
             stats = writer.stats or {}
             log.info("%s/%s: %d of %d samples written", spec.split, spec.name,
                      stats.get("successes", 0), stats.get("count", 0))
@@ -207,17 +221,22 @@ def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
 
 def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], started: float,
            progress: bool) -> ShardReport:
-    resumed = prepare_output(job.out, build, job.overwrite)
+    if job.store is not None:
+        resumed = job.store.prepare(job.out, build, job.overwrite)
+    else:
+        resumed = prepare_output(job.out, build, job.overwrite)
     tags_copy = job.out / TAGS
     if not tags_copy.is_file() or sha256_file(tags_copy) != build["tags_sha256"]:
         write_bytes_atomic(tags_copy, source.tags_csv)
     write_manifest(job.out, _manifest(job, source, plan, build, complete=False))
+    if job.store is not None:
+        job.store.begin(job.out)
     for split in SPLITS:
         (job.out / split).mkdir(exist_ok=True)
         for stale in (job.out / split).glob(".*.tmp"):
             stale.unlink()
     mine = [s for i, s in enumerate(plan.shards) if i % job.num_nodes == job.node_rank]
-    pending = [s for s in mine if not ShardPaths.of(job.out / s.split, s.name).done()]
+    pending = [s for s in mine if not _done(job, s)]
     if resumed:
         log.info("resuming: %d of %d shards already done", len(plan.shards) - len(pending),
                  len(plan.shards))
@@ -231,9 +250,17 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
                            time.monotonic() - started)
     final = _manifest(job, source, plan, build, complete=True)
     write_manifest(job.out, final)
+    if job.store is not None:
+        job.store.finish(job.out)
     seconds = time.monotonic() - started
     log.info("done in %.1f s: %s", seconds, final["status"])
     return ShardReport(final, len(pending), len(plan.shards) - len(pending), seconds)
+
+
+def _done(job: ShardJob, spec: ShardSpec) -> bool:
+    if job.store is not None:
+        return job.store.done(job.out, spec.split, spec.name)
+    return ShardPaths.of(job.out / spec.split, spec.name).done()
 
 
 def _manifest(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any],
@@ -243,7 +270,7 @@ def _manifest(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any],
                     tags_source=tags_source, image=job.settings.image, complete=complete)
 
 
-def shards_summary(report: ShardReport, out: Path) -> str:
+def shards_summary(report: ShardReport, out: Path | str) -> str:
     """A few lines for the terminal."""
     manifest = report.manifest
     if "partition" in manifest:

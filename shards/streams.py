@@ -22,6 +22,8 @@ from typing import IO, Any
 
 from braceexpand import braceexpand
 
+from .storage import is_object_url, open_url
+
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 AGENT = "booru-tagger-shards/0.1"
@@ -29,6 +31,8 @@ AGENT = "booru-tagger-shards/0.1"
 
 def open_stream(url: str, retries: int = 5, backoff: float = 0.5) -> IO[bytes]:
     """A binary file object for a path or URL; raises OSError when it cannot be opened."""
+    if is_object_url(url):  # s3://, gs://, ... through fsspec (shards/storage.py)
+        return open_url(url, retries, backoff)
     if not url.startswith(("http://", "https://")):
         if "://" not in url and not url.startswith("pipe:"):
             return open(url, "rb")  # noqa: SIM115 (the caller closes it)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from prep.imaging import IMAGE_SUFFIXES
 from scrape.logs import configure_logging
+from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
@@ -49,8 +50,9 @@ SHOW = 10                       # images whose tags are printed without --verbos
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, type=Path, metavar="RUN",
-                   help="a train run folder (config.json, tags.csv, model.safetensors)")
+    p.add_argument("--model", required=True, metavar="RUN",
+                   help="a train run folder (config.json, tags.csv, model.safetensors), "
+                   "local or an object-storage URL (s3://bucket/run/, fetched once)")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS")
     g = p.add_argument_group("thresholds")
     one = g.add_mutually_exclusive_group()
@@ -144,9 +146,19 @@ class Tally:
         self.count[key] += n
 
 
+def run_folder(model: str) -> Path:
+    """The run folder of ``--model``: a local path, or a URL fetched by shards/storage.py."""
+    if not is_object_url(model):
+        return Path(model)
+    try:
+        return fetch_files(model, ("config.json", "tags.csv", "model.safetensors"))
+    except OSError as exc:
+        raise TrainError(f"cannot fetch the run {model}: {exc}") from None
+
+
 def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
-    run = load_run(args.model, args.device, args.precision, args.resize)
+    run = load_run(run_folder(args.model), args.device, args.precision, args.resize)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
                          "multiclass run (train --task binary|multiclass)")
