@@ -211,6 +211,10 @@ def test_multiclass_runs_are_refused(run_dir, tmp_path, capsys):
     (multiclass / "config.json").write_text(json.dumps({**config, "task": "multiclass"}))
     assert main(["export", "--run", str(multiclass), "--format", "wd-onnx"]) == 2
     assert "use --format onnx" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["export", "--run", str(run_dir), "--format", "wd-onnx", "--out",
+                 str(tmp_path / "file")]) == 2
+    assert "a file is there" in capsys.readouterr().err
 
 
 def test_dghs_imgutils_runs_the_folder(wd_dir, run_dir, images):

@@ -113,6 +113,8 @@ def export_wd(run: LoadedRun, out: Path, opset: int = MIN_OPSET,
                          "missing): pip install onnx onnxscript") from None
     if opset < MIN_OPSET:
         raise TrainError(f"--opset {opset}: torch's exporter writes opset {MIN_OPSET} or newer")
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out}: a file is there; wd-onnx writes a folder")
     out.mkdir(exist_ok=True)
     order, wd = wd_order([int(c) for c in run.categories])
     graph = WdGraph(run, order).eval().cpu()
