@@ -10,6 +10,7 @@ import torch
 from train_fixtures import emulator_shards
 
 from train.cli import main
+from train.errors import TrainError
 from train.tensorboard_log import Board, LossTap
 
 event_accumulator = pytest.importorskip(
@@ -67,10 +68,12 @@ def test_the_loss_tap_counts_training_losses_only():
 
 
 def test_board_off_writes_nothing(tmp_path):
-    board = Board(tmp_path, enabled=False)
+    board = Board(tmp_path, "none")
     loss = torch.nn.MSELoss()
     assert board.tap(loss) is loss
     board.step(20, 100, None)
     board.record(1, {"mAP": 0.5}, {})
     board.close()
     assert not (tmp_path / "tensorboard").exists()
+    with pytest.raises(TrainError, match="tensorboard"):
+        Board(tmp_path, "wandb")

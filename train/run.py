@@ -168,8 +168,7 @@ class Run:
                 s, task, targets.size, sum(p.numel() for p in model.parameters()),
                 train_ds.split.samples, val_ds.split.samples if val_ds else 0,
                 per_epoch // s.grad_accum, total, precision, self.device, world))
-        self.board = Board(self.out, s.log == "tensorboard" and distributed.is_main(),
-                           s.log_every)
+        self.board = Board(self.out, s.log if distributed.is_main() else "none", s.log_every)
         loss_fn = self.board.tap(make_loss(task, s.loss))
         forward_model = model
         if world > 1:

@@ -83,14 +83,17 @@ class LossTap(nn.Module):
 
 
 class Board:
-    """TensorBoard events of one run, or nothing at all when `enabled` is False."""
+    """TensorBoard events of one run with `log` "tensorboard"; nothing at all with "none".
+    Raises TrainError for another `log` value or without the tensorboard package."""
 
-    def __init__(self, out: Path, enabled: bool, every: int = 20):
+    def __init__(self, out: Path, log: str = "none", every: int = 20):
         self.writer = None
         self.every = max(1, every)
         self.tapped: LossTap | None = None
         self._last = (time.perf_counter(), 0)
-        if not enabled:
+        if log not in LOG_CHOICES:
+            raise TrainError(f"log = {log!r}: choose from {', '.join(LOG_CHOICES)}")
+        if log == "none":
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
