@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("threshold", float), ("min-support", int), ("eval-every", int),
                        ("checkpoint-every", int), ("log-every", int)):
         g.add_argument(f"--{name}", type=kind)
+    g.add_argument("--log", choices=["none", "tensorboard"],
+                   help="also write TensorBoard events to RUN/tensorboard (default: none)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from run/checkpoints/last.pt")
     g.add_argument("--no-report", action="store_true",

@@ -111,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, type=Path, help="a finished train run folder")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", type=Path, help="default: RUN/model.onnx")
+    p.add_argument("--format", choices=["onnx", "wd-onnx"], default="onnx",
+                   help="onnx, or wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
+                   "for the tools that load those (default: onnx)")
+    p.add_argument("--out", type=Path,
+                   help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger")
     p.add_argument("--opset", type=int, default=MIN_OPSET)
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -129,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:                    # the exporter's passes log every step at INFO
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    out = args.out or args.run / "model.onnx"
+    out = args.out or args.run / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
     try:
         run = load_run(args.run, device="cpu", precision="fp32", resize="auto")
+        if args.format == "wd-onnx" and out.parent.is_dir():
+            from .wd_export import main_wd
+            return main_wd(run, out, args.opset, args.verbose, args.quiet)
         if not out.parent.is_dir():
             raise TrainError(f"--out {out}: the folder {out.parent} does not exist")
         export_onnx(run, out, args.opset, args.verbose)

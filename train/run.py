@@ -40,6 +40,7 @@ from .metrics import evaluate as score
 from .models import build_model, transfer
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
+from .tensorboard_log import Board, settings_block
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,13 @@ class Run:
                  "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
                  "world_size": world, "steps_per_epoch": per_epoch // s.grad_accum,
                  "total_steps": total}, indent=2))
-        loss_fn = make_loss(task, s.loss)
+        if distributed.is_main():
+            log.info("%s", settings_block(
+                s, task, targets.size, sum(p.numel() for p in model.parameters()),
+                train_ds.split.samples, val_ds.split.samples if val_ds else 0,
+                per_epoch // s.grad_accum, total, precision, self.device, world))
+        self.board = Board(self.out, s.log if distributed.is_main() else "none", s.log_every)
+        loss_fn = self.board.tap(make_loss(task, s.loss))
         forward_model = model
         if world > 1:
             forward_model = DistributedDataParallel(
@@ -193,6 +200,7 @@ class Run:
         def on_step() -> bool:
             if s.head_warmup_steps and state.step == s.head_warmup_steps:
                 log.info("step %d: head warm-up done, the backbone trains too", state.step)
+            self.board.step(state.step, state.images, optimizer)
             if s.checkpoint_every and state.step % s.checkpoint_every == 0:
                 self._save(model, optimizer, scheduler, ema, state)
             if s.eval_every and state.step % s.eval_every == 0:
@@ -225,6 +233,7 @@ class Run:
             (self.out / "eval.json").write_text(json.dumps(final, indent=2))
             self._export(ema.module if ema is not None else model)
             self._plot()
+        self.board.close()
         if trace is not None:
             trace.close()
         return final
@@ -304,6 +313,7 @@ class Run:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+        self.board.record(state.step, row, report)
         if report:
             log.info("eval at step %d: mAP %.4f  micro-F1 %.4f  macro-F1 %.4f", state.step,
                      report["mAP"], report["at_threshold_micro_f1"],

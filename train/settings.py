@@ -53,6 +53,7 @@ class TrainSettings:
     eval_every: int = 0                  # optimizer steps between evaluations (0: per epoch)
     checkpoint_every: int = 500
     log_every: int = 20
+    log: str = "none"                    # none | tensorboard (events in run/tensorboard/)
     max_steps: int | None = None         # stop early (the schedule still spans all epochs)
     resume: bool = False
     extra: dict = field(default_factory=dict)

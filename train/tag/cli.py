@@ -35,13 +35,12 @@ from .inference import (
     RESIZE_MODES,
     LoadedRun,
     find_images,
-    load_run,
-    predict,
-    select,
     thresholds,
 )
 from .output import EmbeddingTable, TagTable, check_table_path
+from .selection import add_selection_flags, picker_from
 from .sorting import Sorter
+from .wd_model import load_model, predict_any
 
 log = logging.getLogger(__name__)
 SHOW = 10                       # images whose tags are printed without --verbose
@@ -51,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="RUN",
-                   help="a train run folder (config.json, tags.csv, model.safetensors), "
-                   "local or an object-storage URL (s3://bucket/run/, fetched once)")
+                   help="a train run folder (config.json, tags.csv, model.safetensors), local "
+                   "or an object-storage URL (s3://bucket/run/, fetched once), or a WD-tagger "
+                   "folder (model.onnx, selected_tags.csv; needs onnxruntime)")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS")
     g = p.add_argument_group("thresholds")
     one = g.add_mutually_exclusive_group()
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="each tag's best-F1 threshold on the validation split (eval.json)")
     g.add_argument("--general-threshold", type=float, metavar="X")
     g.add_argument("--character-threshold", type=float, metavar="Y")
+    add_selection_flags(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--output", type=Path, metavar="FILE",
                    help="table of tags and scores per image: .parquet, .csv or .jsonl")
@@ -158,7 +159,8 @@ def run_folder(model: str) -> Path:
 
 def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
-    run = load_run(run_folder(args.model), args.device, args.precision, args.resize)
+    run = load_model(run_folder(args.model), args.device, args.precision, args.resize)
+    picker = picker_from(args, run.task)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
                          "multiclass run (train --task binary|multiclass)")
@@ -182,10 +184,11 @@ def tag_images(args: argparse.Namespace) -> Tally:
     try:
         with tqdm(total=len(paths), unit="img", desc="tag",
                   disable=True if args.quiet else None) as bar:
-            for batch in predict(run, paths, args.batch_size, args.workers, bool(vectors)):
+            for batch in predict_any(run, paths, args.batch_size, args.workers,
+                                     bool(vectors)):
                 rows = []
                 for k, i in enumerate(batch.indices):
-                    chosen = select(run, batch.scores[k], limits)
+                    chosen = picker.pick(run, batch.scores[k], limits)
                     rows.append((i, {"path": str(paths[i]), "tags": [t.name for t in chosen],
                                      "scores": [t.score for t in chosen], "error": None}))
                     if len(tally.shown) < SHOW or args.verbose:
