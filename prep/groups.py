@@ -59,7 +59,12 @@ def _flip_masks(width: int, radius: int) -> np.ndarray:
 
 
 def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of ``hashes`` (uint64) within ``max_distance`` bits, no duplicates."""
+    """Index pairs (i < j) of ``hashes`` (uint64) within ``max_distance`` bits, no duplicates.
+
+    Copies of one hash value stand for it through their first occurrence: a copy is paired
+    with that first occurrence only, and pairs between values use first occurrences, so the
+    pairs give the same connected components as all pairs, without k * k pairs for k copies.
+    """
     hashes = np.asarray(hashes, dtype=np.uint64)
     unique, inverse = np.unique(hashes, return_inverse=True)
     order = np.argsort(inverse, kind="stable")

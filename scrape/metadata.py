@@ -24,7 +24,8 @@ SCHEMA = pa.schema([
     ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("file_ext", pa.string()),
     ("file_url", pa.string()), ("source", pa.string()), ("rating", pa.string()),
     ("score", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
-    ("file_size", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")), ("tags", _TAGS),
+    ("file_size", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ("parent_id", pa.int64()), ("has_children", pa.bool_()), ("tags", _TAGS),
     *[(f"tags_{c}", _TAGS) for c in CATEGORIES],
     ("image_path", pa.string()), ("status", pa.string()), ("error", pa.string()),
 ])
@@ -39,7 +40,8 @@ def row(post: Post, status: str, image_path: str | None = None, error: str | Non
         "file_ext": file_ext or post.file_ext, "file_url": file_url or post.file_url,
         "source": post.source, "rating": post.rating, "score": post.score,
         "width": post.width, "height": post.height, "file_size": post.file_size,
-        "created_at": post.created_at, "tags": post.tags,
+        "created_at": post.created_at, "parent_id": post.parent_id,
+        "has_children": post.has_children, "tags": post.tags,
         **{f"tags_{c}": (cats.get(c, []) if cats is not None else None) for c in CATEGORIES},
         "image_path": image_path, "status": status, "error": error,
     }

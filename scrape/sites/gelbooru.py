@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..errors import SiteError
-from ..post import Post, as_int, rating_word, safe_ext, valid_md5
+from ..post import Post, as_flag, as_int, parent_id, rating_word, safe_ext, valid_md5
 from .base import Site
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class Gelbooru(Site):
             file_size=None, created_at=_created(raw.get("created_at")),
             tags=html.unescape(str(raw.get("tags") or "")).split(),
             deleted=str(raw.get("status", "")).lower() == "deleted",
+            parent_id=parent_id(raw.get("parent_id")),
+            has_children=as_flag(raw.get("has_children")),
         )
 
     async def _categorise(self, posts: list[Post]) -> None:
