@@ -101,7 +101,8 @@ def test_groups_join_families_and_near_duplicates():
     codes = np.array([0, 0, 0, 0, 0, 1])
     ids = np.array([1, 2, 3, 7, 8, 2])
     parents = np.array([0, 1, 0, 5, 5, 0])  # 2 is 1's child; 7 and 8 share a missing parent 5
-    hashes = np.array([0, 2**40, 0xFF, 2**63, 2**62, 0xFE], dtype=np.uint64)
+    hashes = np.array([0, 0xFFFF << 40, 0xFFFF, 0xFFFF << 20, 0xFFFF << 48, 0xFFFE],
+                      dtype=np.uint64)
     valid = np.array([True, True, True, True, True, True])
     grouping = group_posts(codes, ids, parents, hashes, valid, max_distance=1)
     # 3 and the other site's 2 are one bit apart; 7 and 8 are siblings
