@@ -74,12 +74,27 @@ def from_hex(values: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
     return out, valid
 
 
+def reduced(im: Image.Image) -> Image.Image:
+    """``im`` box-reduced by an integer factor to no less than 2 x 32 px a side (as Pillow's
+    ``reducing_gap``), in a mode ``reduce`` handles; a small picture comes back as it is."""
+    alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if im.mode not in ("L", "RGB", "RGBA"):
+        im = im.convert("RGBA" if alpha else "RGB")
+    factor = min(im.size) // (2 * IMAGE_SIZE)
+    return im.reduce(factor) if factor >= 2 else im
+
+
 def phash_image(im: Image.Image) -> str:
-    """The hex pHash of a Pillow image, transparency flattened onto white first."""
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        flat.alpha_composite(rgba)
+    """The hex pHash of a Pillow image: reduced (:func:`reduced`), transparency onto white.
+
+    For pictures under 128 px a side this is exactly ``str(imagehash.phash(im))``; for larger
+    ones the box reduction first makes it several times cheaper and moves a bit or two at most
+    (docs/BENCHMARKS.md).
+    """
+    im = reduced(im)
+    if im.mode == "RGBA":
+        flat = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        flat.alpha_composite(im)
         im = flat
     return to_hex(phash_int(im))
 
