@@ -265,14 +265,14 @@ def _curation_options(parser: argparse.ArgumentParser) -> None:
                        "pHash group (the largest, then highest score), the others recorded as "
                        "skipped_near_duplicate (default: %(default)s)")
     group.add_argument("--near-distance", type=_int_between(0, 16), default=NEAR_DISTANCE,
-                       help="pHash bits (of 64) within which pictures are near-duplicates "
+                       metavar="BITS", help="pHash bits (of 64) within which pictures are near-duplicates "
                        "(default: %(default)s)")
     group.add_argument("--min-side", type=_int_at_least(0), default=0, metavar="PX",
                        help="leave out pictures whose shorter side is below PX "
                        "(default: %(default)s, off)")
     group.add_argument("--max-aspect", type=_aspect, default=0.0, metavar="R",
-                       help="leave out pictures longer than R times their width or height "
-                       "(default: off)")
+                       help="leave out pictures whose long side is more than R times the "
+                       "short side (default: off)")
     group.add_argument("--exclude-tags", default="", metavar="TAGS",
                        help="comma list: leave out posts with any of these tags, e.g. "
                        "comic,text_focus,monochrome (default: none)")
