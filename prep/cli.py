@@ -265,8 +265,8 @@ def _curation_options(parser: argparse.ArgumentParser) -> None:
                        "pHash group (the largest, then highest score), the others recorded as "
                        "skipped_near_duplicate (default: %(default)s)")
     group.add_argument("--near-distance", type=_int_between(0, 16), default=NEAR_DISTANCE,
-                       metavar="BITS", help="pHash bits (of 64) within which pictures are near-duplicates "
-                       "(default: %(default)s)")
+                       metavar="BITS", help="pHash bits (of 64) within which pictures are "
+                       "near-duplicates (default: %(default)s)")
     group.add_argument("--min-side", type=_int_at_least(0), default=0, metavar="PX",
                        help="leave out pictures whose shorter side is below PX "
                        "(default: %(default)s, off)")
