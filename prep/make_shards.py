@@ -59,7 +59,7 @@ class ShardSettings:
     """What the shards hold; every field is recorded in the manifest."""
 
     samples_per_shard: int = 10_000
-    val_fraction: float = 0.02  # share of posts in val, by a hash of (site, id)
+    val_fraction: float = 0.02  # share of posts in val, by a hash of their group's (site, id)
     keep_untagged: bool = False  # keep posts none of whose tags is in the index
     image: ImageSettings = field(default_factory=ImageSettings)
     curation: Curation = field(default_factory=Curation)  # filters, dedupe, near distance
