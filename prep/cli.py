@@ -23,7 +23,9 @@ from pathlib import Path
 from scrape.logs import configure_logging
 from shards.storage import StorageError
 
+from .curation import DEDUPE_POLICIES, NEAR_DISTANCE, Curation
 from .errors import PrepError, SettingsError
+from .filters import Filters, parse_ratings
 from .folder_input import FOLDER_KINDS
 from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
 from .make_shards import ShardJob, ShardSettings, make_shards, shards_summary
@@ -226,8 +228,9 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--samples-per-shard", type=_int_at_least(1), default=10_000,
                         help="samples per shard (default: %(default)s)")
     parser.add_argument("--val-fraction", type=_fraction, default=0.02,
-                        help="share of posts in val, by a hash of (site, id) "
-                        "(default: %(default)s)")
+                        help="share of posts in val, by a hash of the (site, id) anchoring "
+                        "each post's family/near-duplicate group (default: %(default)s)")
+    _curation_options(parser)
     parser.add_argument("--keep-untagged", action="store_true",
                         help="keep posts none of whose tags is in the index")
     parser.add_argument("--workers", type=_int_at_least(0), default=0,
@@ -245,6 +248,48 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     return parser
 
 
+def _ratings(text: str) -> tuple[str, ...]:
+    try:
+        return parse_ratings(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _aspect(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (long side / short side), got {text}")
+    return value
+
+
+def _curation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("curation (families and near-duplicates always share a "
+                                      "split)")
+    group.add_argument("--dedupe", choices=DEDUPE_POLICIES, default="exact",
+                       help="none; exact: drop repeated md5s; near: also keep one picture per "
+                       "pHash group (the largest, then highest score), the others recorded as "
+                       "skipped_near_duplicate (default: %(default)s)")
+    group.add_argument("--near-distance", type=_int_between(0, 16), default=NEAR_DISTANCE,
+                       metavar="BITS", help="pHash bits (of 64) within which pictures are "
+                       "near-duplicates (default: %(default)s)")
+    group.add_argument("--min-side", type=_int_at_least(0), default=0, metavar="PX",
+                       help="leave out pictures whose shorter side is below PX "
+                       "(default: %(default)s, off)")
+    group.add_argument("--max-aspect", type=_aspect, default=0.0, metavar="R",
+                       help="leave out pictures whose long side is more than R times the "
+                       "short side (default: off)")
+    group.add_argument("--exclude-tags", default="", metavar="TAGS",
+                       help="comma list: leave out posts with any of these tags, e.g. "
+                       "comic,text_focus,monochrome (default: none)")
+    group.add_argument("--ratings", type=_ratings, default=(), metavar="LIST",
+                       help="keep only these ratings, e.g. general,sensitive (default: all)")
+    group.add_argument("--min-score", type=int, default=None, metavar="N",
+                       help="leave out posts with a score below N or no score (default: off)")
+
+
 def run_make_shards(args: argparse.Namespace) -> int:
     """Handler of ``make-shards``."""
     job = ShardJob(
@@ -256,6 +301,12 @@ def run_make_shards(args: argparse.Namespace) -> int:
         settings=ShardSettings(
             samples_per_shard=args.samples_per_shard, val_fraction=args.val_fraction,
             keep_untagged=args.keep_untagged,
+            curation=Curation(dedupe=args.dedupe, near_distance=args.near_distance,
+                              filters=Filters(
+                                  min_side=args.min_side, max_aspect=args.max_aspect,
+                                  exclude_tags=tuple(t.strip() for t in
+                                                     args.exclude_tags.split(",") if t.strip()),
+                                  ratings=args.ratings, min_score=args.min_score)),
             image=ImageSettings(size=args.image_size, resize_mode=args.resize_mode,
                                 format=args.format, quality=args.quality,
                                 max_pixels=args.max_pixels, animated=args.animated,

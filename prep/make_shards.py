@@ -4,7 +4,9 @@
     prep make-shards --folder my_images/ --out shards/
 
 Flow: load the input (:mod:`.shard_plan` reads posts; :mod:`.folder_input` scans a folder and
-builds its tag index) -> plan samples, splits and shards -> lock and check ``out/``
+builds its tag index) -> lock ``out/`` -> hash pass (:mod:`.hash_pass`: a reduced decode and a
+pHash of every candidate picture, cached in ``out/.phash-cache/``) -> plan samples, groups
+(:mod:`.curation`), splits and shards -> check ``out/``
 (:mod:`.shard_output`: a manifest with another ``build`` record means other arguments or
 input: refuse, or clear with ``overwrite``) -> write ``tags.csv`` and a manifest marked
 incomplete -> for every shard without its ``_stats.json``, process its images in order
@@ -37,8 +39,10 @@ from shards.format import SPLITS, TAGS, ShardPaths, make_key, sha256_file
 from shards.manifest import write_manifest
 from shards.writer import ShardWriter
 
+from .curation import SKIPPED_NEAR, Curation
 from .errors import SettingsError
 from .folder_input import FolderScan, folder_index, scan_folder
+from .hash_pass import CACHE_DIR, hash_files
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
@@ -52,9 +56,10 @@ class ShardSettings:
     """What the shards hold; every field is recorded in the manifest."""
 
     samples_per_shard: int = 10_000
-    val_fraction: float = 0.02  # share of posts in val, by a hash of (site, id)
+    val_fraction: float = 0.02  # share of posts in val, by a hash of their group's (site, id)
     keep_untagged: bool = False  # keep posts none of whose tags is in the index
     image: ImageSettings = field(default_factory=ImageSettings)
+    curation: Curation = field(default_factory=Curation)  # filters, dedupe, near distance
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ def build_record(job: ShardJob, source: Source, plan: Plan) -> dict[str, Any]:
         "val_fraction": job.settings.val_fraction,
         "keep_untagged": job.settings.keep_untagged,
         "image": asdict(job.settings.image),
+        "curation": job.settings.curation.record(),
         "tags_sha256": hashlib.sha256(source.tags_csv).hexdigest(),
         "plan_sha256": plan.digest,
         "samples": plan.counts["selected"],
@@ -140,9 +146,21 @@ def _safe_path(root: Path, image_path: str) -> str | None:
 
 def _items(pending: list[ShardSpec], roots: list[Path]) -> Iterator[Item]:
     for spec in pending:
-        for root, image_path in zip(spec.rows["root"].to_pylist(),
-                                    spec.rows["image_path"].to_pylist(), strict=True):
-            yield _safe_path(roots[root], image_path), image_path
+        for root, image_path, dup in zip(spec.rows["root"].to_pylist(),
+                                         spec.rows["image_path"].to_pylist(),
+                                         spec.rows["duplicate_of"].to_pylist(), strict=True):
+            if dup is None:  # a near-duplicate left out is not decoded
+                yield _safe_path(roots[root], image_path), image_path
+
+
+def shard_samples(spec: ShardSpec, results: Iterator[Result], index: LabelIndex,
+                  ext: str) -> Iterator[dict[str, Any]]:
+    """The ShardWriter samples of one shard in plan order: each row with the next image result,
+    except a near-duplicate left out, which takes none (it is never decoded: see `_items`)."""
+    for row in spec.rows.to_pylist():
+        result = (SKIPPED_NEAR, f"near-duplicate of {row['duplicate_of']}", None) \
+            if row.get("duplicate_of") else next(results)
+        yield sample_of(row, result, index, ext)
 
 
 def sample_of(row: dict[str, Any], result: Result, index: LabelIndex, ext: str) -> dict[str, Any]:
@@ -159,6 +177,7 @@ def sample_of(row: dict[str, Any], result: Result, index: LabelIndex, ext: str) 
         "original_width": encoded.original_width if encoded else None,
         "original_height": encoded.original_height if encoded else None,
         "image_path": row["image_path"],
+        "phash": row.get("phash"), "duplicate_of": row.get("duplicate_of"),
     }
     sample = {"__key__": key, "json": meta, "status": status, "error_message": message}
     if encoded is not None:
@@ -184,8 +203,8 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
         for spec in pending:
             with ShardWriter(out / spec.split, spec.name, image_ext=image.format,
                              extra_stats={"split": spec.split}) as writer:
-                for row in spec.rows.to_pylist():
-                    writer.write(sample_of(row, next(results), index, image.format))
+                for sample in shard_samples(spec, results, index, image.format):
+                    writer.write(sample)
                     bar.update()
             if job.store is not None:
                 job.store.put_shard(out, spec.split, spec.name)
@@ -212,11 +231,22 @@ def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
     started = time.monotonic()
     source = load_source(job)
     settings = job.settings
-    plan = plan_shards(source.posts, source.roots, source.index, settings.samples_per_shard,
-                       settings.val_fraction, settings.keep_untagged, source.counts)
-    build = build_record(job, source, plan)
-    with locked(job.out):
+    with locked(job.out):  # the hash pass already writes its cache in out/
+        plan = plan_shards(source.posts, source.roots, source.index, settings.samples_per_shard,
+                           settings.val_fraction, settings.keep_untagged, source.counts,
+                           settings.curation, _hasher(job, source.roots, progress))
+        build = build_record(job, source, plan)
         return _build(job, source, plan, build, started, progress)
+
+
+def _hasher(job: ShardJob, roots: list[Path], progress: bool):
+    """The plan's hash pass: the FileHash of each row's picture, cached in out/.phash-cache."""
+    def hasher(rows: pa.Table):
+        paths = [_safe_path(roots[r], p) for r, p in
+                 zip(rows["root"].to_pylist(), rows["image_path"].to_pylist(), strict=True)]
+        return hash_files(paths, job.out / CACHE_DIR, job.settings.image,
+                          job.workers or default_workers(), progress)
+    return hasher
 
 
 def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], started: float,
@@ -270,6 +300,18 @@ def _manifest(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any],
                     tags_source=tags_source, image=job.settings.image, complete=complete)
 
 
+def grouping_lines(grouping: dict[str, Any]) -> list[str]:
+    """The summary's lines about families, near-duplicates and the group-aware split."""
+    if not grouping:
+        return []
+    return [f"groups: {grouping['families']:,} families ({grouping['posts_in_families']:,} "
+            f"posts), {grouping['near_duplicate_groups']:,} near-duplicate groups "
+            f"({grouping['posts_in_near_duplicate_groups']:,} posts, pHash within "
+            f"{grouping['near_distance']} bits); {grouping['posts_kept_together']:,} posts kept "
+            f"together in {grouping['groups_kept_together']:,} groups on one side of the split"
+            f"; dedupe {grouping['dedupe']}"]
+
+
 def shards_summary(report: ShardReport, out: Path | str) -> str:
     """A few lines for the terminal."""
     manifest = report.manifest
@@ -290,6 +332,7 @@ def shards_summary(report: ShardReport, out: Path | str) -> str:
                         if v and k not in ("posts_read", "selected", "train", "val"))
     lines.append(f"posts: {counts.get('posts_read', 0):,} read"
                  + (f"; left out: {skipped}" if skipped else ""))
+    lines.extend(grouping_lines(manifest.get("grouping") or {}))
     if report.shards_skipped:
         lines.append(f"resumed: {report.shards_skipped} shards were already done")
     lines.append(f"wrote {out} in {report.seconds:.1f} s")

@@ -54,12 +54,13 @@ def build_shard(spec: ShardSpec, roots: list[Path], index: LabelIndex, out: Path
                 ) -> dict[str, Any]:
     """Process the images of one shard in order and write it under ``out``; with ``store``
     (a :class:`.remote_output.RemoteOutput`) upload it. Returns the shard's stats."""
-    from .make_shards import _items, sample_of
+    from .make_shards import _items, shard_samples
 
+    results = (process(item, image) for item in _items([spec], roots))
     with ShardWriter(out / spec.split, spec.name, image_ext=image.format,
                      extra_stats={"split": spec.split}) as writer:
-        for row, item in zip(spec.rows.to_pylist(), _items([spec], roots), strict=True):
-            writer.write(sample_of(row, process(item, image), index, image.format))
+        for sample in shard_samples(spec, results, index, image.format):
+            writer.write(sample)
     if store is not None:
         store.put_shard(out, spec.split, spec.name)
         store.wait()

@@ -25,6 +25,7 @@ from shards.manifest import complete as complete_manifest
 from shards.manifest import read_manifest
 
 from .errors import InputError, SettingsError
+from .hash_pass import CACHE_DIR
 from .imaging import ImageSettings
 from .shard_plan import Plan
 
@@ -35,7 +36,9 @@ LABELS_DOC = (
     "'labels': names of the tags.csv rows a sample has (its tags in the index, and its rating "
     "when the index has rating rows); 'label_ids': the same as 0-based row numbers of tags.csv "
     "(row i = model output i); both in the <key>.json members and the parquet files")
-SPLIT_DOC = "val when blake2b(f'{site}:{id}', digest_size=8) / 2**64 < val_fraction"
+SPLIT_DOC = ("val when blake2b(f'{site}:{id}', digest_size=8) / 2**64 < val_fraction, for the "
+             "smallest (site, id) of the post's group (family by parent_id, near-duplicates by "
+             "pHash; see grouping): a group never straddles train and val")
 
 
 @contextmanager
@@ -111,7 +114,7 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
                 "arguments to resume, or add --overwrite to rebuild")
         log.warning("--overwrite: deleting the shards in %s", out)
         clear_output(out)
-    elif any(p.name != LOCK for p in out.iterdir()):
+    elif any(p.name not in (LOCK, CACHE_DIR) for p in out.iterdir()):
         if not overwrite:
             raise InputError(f"{out} is not empty and has no {MANIFEST}; choose a new or empty "
                              "--out, or add --overwrite")
@@ -150,6 +153,7 @@ def manifest(out: Path, plan: Plan, build: dict[str, Any], *, task: str, tag_row
         "image": {**asdict(image), "background": "white", "channels": "RGB"},
         "split": SPLIT_DOC,
         "selection": plan.counts,
+        "grouping": plan.grouping,
         "splits": splits,
         "build": build,
     }

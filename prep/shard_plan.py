@@ -3,9 +3,12 @@
     posts (raw/posts parquet parts, any posts file, or a folder scan)
       -> keep status == "downloaded" with an image_path       (else: not_downloaded)
       -> sort by (site, id); a repeated (site, id) is kept once (duplicate_post)
-      -> a repeated md5 is kept once, the first by (site, id)  (duplicate_md5)
+      -> a repeated md5 is kept once, the first by (site, id)  (duplicate_md5; not with
+         dedupe "none")
       -> drop posts with no tag in the index unless keep_untagged (untagged)
-      -> split by a hash of (site, id) (:mod:`.split`)
+      -> filters, hash pass, families and near-duplicate groups (:mod:`.curation`)
+      -> split by a hash of the group's anchor (site, id) (:mod:`.split`): a group never
+         straddles train and val
       -> cut each split, in (site, id) order, into shards of samples_per_shard
 
 Everything here is a function of the input rows, the tag index and the settings, so the same
@@ -29,6 +32,7 @@ import pyarrow.compute as pc
 
 from shards.format import make_key, shard_name
 
+from .curation import Curation, Hasher, curate
 from .errors import EmptyInputError, InputError
 from .folder_input import POSTS_SCHEMA
 from .labels import LabelIndex
@@ -37,7 +41,10 @@ from .split import split_point
 
 log = logging.getLogger(__name__)
 
-WANTED_COLUMNS = ("site", "id", "md5", "rating", "tags", "image_path", "status")
+WANTED_COLUMNS = ("site", "id", "md5", "rating", "tags", "image_path", "status", "parent_id",
+                  "score")
+EXTRA_COLUMNS = pa.schema([("parent_id", pa.int64()), ("score", pa.int64())])  # curation's
+PLAN_SCHEMA = pa.schema([*POSTS_SCHEMA, *EXTRA_COLUMNS])
 REQUIRED_COLUMNS = ("site", "id", "tags", "image_path")
 DOWNLOADED = "downloaded"
 
@@ -64,6 +71,7 @@ class Plan:
     roots: list[Path]
     counts: dict[str, int] = field(default_factory=dict)
     digest: str = ""
+    grouping: dict = field(default_factory=dict)  # :func:`.curation.curate`'s summary
 
 
 def image_root(posts_file: Path) -> Path:
@@ -105,11 +113,12 @@ def read_posts(paths: Sequence[Path], images_root: Path | None = None,
             try:
                 columns = [_column(kept, f.name, f.type) for f in POSTS_SCHEMA
                            if f.name != "root"]
+                extra = [_column(kept, f.name, f.type) for f in EXTRA_COLUMNS]
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise InputError(f"{unit.path}: unusable posts column ({exc})") from exc
             columns.append(pa.array(np.full(kept.num_rows, roots.index(root), np.int16)))
-            batches.append(pa.RecordBatch.from_arrays(columns, schema=POSTS_SCHEMA))
-    table = pa.Table.from_batches(batches, schema=POSTS_SCHEMA)
+            batches.append(pa.RecordBatch.from_arrays(columns + extra, schema=PLAN_SCHEMA))
+    table = pa.Table.from_batches(batches, schema=PLAN_SCHEMA)
     if read == 0:
         raise EmptyInputError(f"no posts in {', '.join(str(p) for p in paths)}")
     return table, roots, {"posts_read": read, "not_downloaded": read - len(table)}
@@ -132,35 +141,49 @@ def _first_of(values: pa.Array) -> np.ndarray:
 def _digest_rows(rows: pa.Table) -> str:
     digest = hashlib.sha256()
     columns = [rows.column(n).to_pylist() for n in
-               ("site", "id", "md5", "rating", "tags", "image_path", "root")]
-    for site, post_id, md5, rating, tags, path, root in zip(*columns, strict=True):
-        line = f"{site}\t{post_id}\t{md5}\t{rating}\t{' '.join(tags or [])}\t{root}:{path}\n"
+               ("site", "id", "md5", "rating", "tags", "image_path", "root", "phash",
+                "duplicate_of")]
+    for site, post_id, md5, rating, tags, path, root, phash, dup in zip(*columns, strict=True):
+        line = (f"{site}\t{post_id}\t{md5}\t{rating}\t{' '.join(tags or [])}\t{root}:{path}"
+                f"\t{phash}\t{dup}\n")
         digest.update(line.encode())
     return digest.hexdigest()
 
 
 def plan_shards(posts: pa.Table, roots: list[Path], index: LabelIndex, samples_per_shard: int,
                 val_fraction: float, keep_untagged: bool,
-                counts: dict[str, int] | None = None) -> Plan:
-    """Select, order, split and cut ``posts`` (POSTS_SCHEMA). Raises EmptyInputError."""
+                counts: dict[str, int] | None = None, curation: Curation | None = None,
+                hasher: Hasher | None = None) -> Plan:
+    """Select, order, curate, split and cut ``posts`` (POSTS_SCHEMA, optionally with
+    parent_id and score). ``hasher`` gives the pictures' FileHash for the groups (without
+    one, only families group). Raises EmptyInputError."""
     counts = dict(counts or {})
+    curation = curation or Curation()
+    for extra in EXTRA_COLUMNS:
+        if extra.name not in posts.column_names:
+            posts = posts.append_column(extra, pa.nulls(len(posts), extra.type))
     posts = posts.take(pc.sort_indices(posts, [("site", "ascending"), ("id", "ascending")]))
     pairs = pc.binary_join_element_wise(posts["site"], pc.cast(posts["id"], pa.string()), ":")
     unique_post = _first_of(pairs.combine_chunks())
     counts["duplicate_post"] = int((~unique_post).sum())
     posts = posts.filter(pa.array(unique_post))
-    unique_md5 = _first_of(posts["md5"].combine_chunks())
-    counts["duplicate_md5"] = int((~unique_md5).sum())
-    posts = posts.filter(pa.array(unique_md5))
+    if curation.dedupe != "none":
+        unique_md5 = _first_of(posts["md5"].combine_chunks())
+        counts["duplicate_md5"] = int((~unique_md5).sum())
+        posts = posts.filter(pa.array(unique_md5))
     tagged = index.count_tagged(posts["tags"].combine_chunks()).to_numpy() > 0
     counts["untagged"] = int((~tagged).sum())
     if not keep_untagged:
         posts = posts.filter(pa.array(tagged))
+    curated = curate(posts, curation, hasher)
+    posts = curated.posts
+    counts.update(curated.counts)
     counts["selected"] = len(posts)
     if len(posts) == 0:
         raise EmptyInputError(_nothing_selected(counts, keep_untagged))
     points = np.array([split_point(s, i) for s, i in
-                       zip(posts["site"].to_pylist(), posts["id"].to_pylist(), strict=True)])
+                       zip(posts["anchor_site"].to_pylist(), posts["anchor_id"].to_pylist(),
+                           strict=True)])
     shards: list[ShardSpec] = []
     for split, mask in (("train", points >= val_fraction), ("val", points < val_fraction)):
         rows = posts.filter(pa.array(mask))
@@ -174,7 +197,8 @@ def plan_shards(posts: pa.Table, roots: list[Path], index: LabelIndex, samples_p
     log.info("plan: %d posts read, %d selected: %d train, %d val, in %d shards",
              counts.get("posts_read", len(posts)), counts["selected"], counts["train"],
              counts["val"], len(shards))
-    return Plan(shards, roots, counts, plan_digest)
+    curated.grouping["split"] = {split: counts[split] for split in ("train", "val")}
+    return Plan(shards, roots, counts, plan_digest, curated.grouping)
 
 
 def _check_keys(posts: pa.Table) -> None:
@@ -190,7 +214,12 @@ def _nothing_selected(counts: dict[str, int], keep_untagged: bool) -> str:
     for name, text in (("not_downloaded", "not downloaded or without image_path"),
                        ("duplicate_post", "repeated (site, id)"),
                        ("duplicate_md5", "repeated md5"),
-                       ("untagged", "with no tag in the index")):
+                       ("untagged", "with no tag in the index"),
+                       ("filtered_rating", "left out by --ratings"),
+                       ("filtered_tags", "left out by --exclude-tags"),
+                       ("filtered_score", "left out by --min-score"),
+                       ("filtered_min_side", "left out by --min-side"),
+                       ("filtered_aspect", "left out by --max-aspect")):
         if counts.get(name):
             parts.append(f"{counts[name]} {text}")
     hint = "" if keep_untagged else " (--keep-untagged keeps posts without indexed tags)"

@@ -41,6 +41,8 @@ class Post:
     categories: dict[str, list[str]] | None = None   # None: the site did not say
     deleted: bool = False
     banned: bool = False
+    parent_id: int | None = None                     # the family's parent post (same site)
+    has_children: bool | None = None                 # None: the site did not say
     extra: dict = field(default_factory=dict)        # site-specific, never written
 
     def __post_init__(self) -> None:
@@ -98,6 +100,20 @@ def rating_word(value) -> str | None:
     return {"g": "general", "general": "general", "safe": "general", "s": "sensitive",
             "sensitive": "sensitive", "q": "questionable", "questionable": "questionable",
             "e": "explicit", "explicit": "explicit"}.get(text)
+
+
+def parent_id(value) -> int | None:
+    """A parent post id: a positive int; None for 0, "", null or garbage (no parent)."""
+    number = as_int(value)
+    return number if number is not None and number > 0 else None
+
+
+def as_flag(value) -> bool | None:
+    """A boolean from JSON true/false, the strings "true"/"false" or 0/1; None otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    return {"true": True, "1": True, "false": False, "0": False}.get(text)
 
 
 def as_int(value) -> int | None:

@@ -39,6 +39,7 @@ PARQUET_SCHEMA = pa.schema([
     ("rating", pa.string()), ("tags", _STRINGS), ("labels", _STRINGS),
     ("label_ids", pa.list_(pa.int32())), ("status", pa.string()), ("error_message", pa.string()),
     ("image_path", pa.string()),
+    ("phash", pa.string()), ("duplicate_of", pa.string()),  # prep's near-duplicate grouping
 ])
 
 

@@ -54,6 +54,14 @@ class FileStore:
                     self._size -= len(old)
         return data
 
+    def _picture(self, post: Post) -> render.Image.Image:
+        """The post's picture; a re-upload shows its parent's, resized or with a note."""
+        shown = self.world.picture_of(post) if post.file_ext in IMAGE_EXTS else post
+        im = render.render_image(shown, self.world.seed, self.world.object_count(shown))
+        if shown is not post:
+            im = render.reupload(im, (post.width, post.height), post.reupload == "edited")
+        return im
+
     def _render(self, post: Post, variant: str) -> bytes:
         ext = post.file_ext
         if variant == "original" and ext not in IMAGE_EXTS:
@@ -62,7 +70,7 @@ class FileStore:
             return render.stand_in("webm", post.id)
         if ext not in IMAGE_EXTS:          # previews of videos and flash: a grey tile
             post = _grey_stand_in(post)
-        im = render.render_image(post, self.world.seed, self.world.object_count(post))
+        im = self._picture(post)
         if variant == "original":
             if post.mislabeled:
                 ext = {"jpg": "png", "png": "jpg"}[ext]

@@ -55,6 +55,21 @@ def render_image(post, seed: int, n_objects: int) -> Image.Image:
     return im
 
 
+def reupload(im: Image.Image, size: tuple[int, int], edited: bool) -> Image.Image:
+    """A re-upload of a picture: resized to ``size``; ``edited`` adds a small signature box."""
+    if im.size != size:
+        im = im.resize(size, Image.Resampling.BICUBIC)
+    if edited:
+        im = im.copy()
+        w, h = size
+        box = (w - w // 6, h - h // 14, w - w // 40, h - h // 40)  # a signature: ~0.6 %
+        draw = ImageDraw.Draw(im)
+        draw.rectangle(box, fill=(250, 250, 250), outline=(40, 40, 40))
+        y = (box[1] + box[3]) // 2
+        draw.line((box[0] + 2, y, box[2] - 2, y), fill=(40, 40, 40))
+    return im
+
+
 def _distance(a, b) -> float:
     return math.dist(a, b)
 

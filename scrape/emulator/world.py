@@ -26,6 +26,9 @@ RATINGS = np.array(["g", "s", "q", "e"])
 EXTS = np.array(["jpg", "png", "gif", "webp", "mp4", "webm", "zip", "swf"])
 EXT_P = [0.68, 0.27, 0.012, 0.01, 0.015, 0.005, 0.005, 0.003]
 IMAGE_EXTS = {"jpg", "png", "gif", "webp"}
+CHILD_P = 0.08          # share of posts that are children of an earlier post of their block
+REUPLOAD_P = 0.5        # share of children that re-upload the parent's picture
+REUPLOADS = ("", "resized", "edited")   # edited: the parent's picture with a small note on it
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Post:
     uploader_id: int
     source: str
     tags: dict[int, list[str]] = field(default_factory=dict)   # category -> names
+    reupload: str = ""          # "" | resized | edited: the parent's picture (see _families)
 
     @property
     def tag_list(self) -> list[str]:
@@ -160,7 +164,9 @@ class World:
             "source": rng.integers(0, 4, n),
             "source_id": rng.integers(10_000_000, 130_000_000, n),
         }
-        return Block(ids=ids, cols=cols, tags=self._block_tags(rng, n, cols))
+        tags = self._block_tags(rng, n, cols)
+        _families(np.random.default_rng([self.seed, 5, b]), ids, cols, tags)
+        return Block(ids=ids, cols=cols, tags=tags)
 
     def _block_tags(self, rng: np.random.Generator, n: int, cols: dict) -> np.ndarray:
         w = self.vocab.weights
@@ -281,8 +287,17 @@ class World:
             is_flagged=bool(c["flagged"]), restricted=bool(c["restricted"]),
             parent_id=int(c["parent"]) or None, has_children=bool(c["children"]),
             uploader_id=int(c["uploader"]), source=source[int(c["source"])],
-            tags={k: sorted(v) for k, v in tags.items()},
+            tags={k: sorted(v) for k, v in tags.items()}, reupload=REUPLOADS[int(c["reupload"])],
         )
+
+    def picture_of(self, post: Post) -> Post:
+        """The post whose picture a re-upload shows (its parent's, up the chain), else itself."""
+        while post.reupload and post.parent_id:
+            parent = self.post(post.parent_id)
+            if parent is None:
+                break
+            post = parent
+        return post
 
     # -- search ---------------------------------------------------------------------------
     def scan(self, match, descending: bool = True, start_id: int | None = None,
@@ -326,3 +341,35 @@ class World:
 
     def visual_tags(self) -> list[str]:
         return list(V.VISUAL_TAGS)
+
+
+def _families(rng: np.random.Generator, ids: np.ndarray, cols: dict, tags: np.ndarray) -> None:
+    """Parents and children within a block; some children re-upload the parent's picture.
+
+    A child's parent is an earlier post of the same block, so a block alone says who has
+    children. A re-upload copies its parent's tags and shows its picture: ``resized`` at
+    50-85% of the parent's size as a JPEG, ``edited`` at the same size with a small note drawn
+    on it (files.py). Every change is in place on ``cols`` and ``tags``.
+    """
+    n = len(ids)
+    is_child = (rng.random(n) < CHILD_P) & (np.arange(n) > 0)
+    back = rng.integers(1, 60, n)
+    kind = np.where(rng.random(n) < REUPLOAD_P, rng.integers(1, 3, n), 0)
+    factor = rng.uniform(0.5, 0.85, n)
+    parent_row = np.where(is_child, np.maximum(np.arange(n) - back, 0), -1)
+    cols["parent"] = np.where(is_child, ids[np.maximum(parent_row, 0)], 0)
+    cols["children"] = np.bincount(parent_row[is_child], minlength=n) > 0
+    cols["reupload"] = np.zeros(n, dtype=np.int64)
+    image_exts = np.flatnonzero(np.isin(EXTS, ["jpg", "png"]))
+    for i in np.flatnonzero(is_child & (kind > 0)):     # in id order: chains copy finished rows
+        p = parent_row[i]
+        if EXTS[cols["ext"][p]] not in IMAGE_EXTS or cols["deleted"][p]:
+            continue
+        cols["reupload"][i] = kind[i]
+        tags[i] = tags[p]
+        scale = factor[i] if kind[i] == 1 else 1.0
+        for name in ("width", "height", "real_width"):
+            cols[name][i] = max(32, round(cols[name][p] * scale))
+        cols["ext"][i] = image_exts[0] if kind[i] == 1 else cols["ext"][p]
+        cols["rgba"][i] = cols["rgba"][p] and kind[i] == 2
+        cols["mislabeled"][i] = False

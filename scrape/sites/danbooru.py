@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..errors import SiteError
-from ..post import Post, as_int, rating_word, safe_ext, valid_md5
+from ..post import Post, as_flag, as_int, parent_id, rating_word, safe_ext, valid_md5
 from .base import Site
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class Danbooru(Site):
             file_size=as_int(raw.get("file_size")), created_at=_iso(raw.get("created_at")),
             tags=str(raw.get("tag_string") or "").split(), categories=categories,
             deleted=raw.get("is_deleted") is True, banned=raw.get("is_banned") is True,
+            parent_id=parent_id(raw.get("parent_id")),
+            has_children=as_flag(raw.get("has_children")),
         )
 
 

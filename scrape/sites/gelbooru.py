@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..errors import SiteError
-from ..post import Post, as_int, ext_from_url, rating_word, valid_md5
+from ..post import Post, as_flag, as_int, ext_from_url, parent_id, rating_word, valid_md5
 from .base import Site
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class Gelbooru(Site):
             tags=[html.unescape(t) for t in site_names],
             deleted=str(raw.get("status", "")).lower() == "deleted",
             extra={"site_names": {html.unescape(t): t for t in site_names}},
+            parent_id=parent_id(raw.get("parent_id")),
+            has_children=as_flag(raw.get("has_children")),
         )
 
     async def _categorise(self, posts: list[Post]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..errors import SiteError
-from ..post import Post, as_int, rating_word, safe_ext, valid_md5
+from ..post import Post, as_flag, as_int, parent_id, rating_word, safe_ext, valid_md5
 from .base import Site
 
 PAGE = 100
@@ -63,6 +63,8 @@ class Moebooru(Site):
             created_at=datetime.fromtimestamp(created, UTC) if created else None,
             tags=tags, categories=categories,
             deleted=str(raw.get("status", "")).lower() == "deleted",
+            parent_id=parent_id(raw.get("parent_id")),
+            has_children=as_flag(raw.get("has_children")),
         )
 
 
