@@ -161,7 +161,7 @@ def test_train_streams_from_s3_and_tag_loads_the_run_from_s3(s3, dataset, folder
     config = (out / "config.json").read_text()
     assert dataset in config and os.environ["AWS_SECRET_ACCESS_KEY"] not in config
 
-    from train.tag_cli import main as tag_main
+    from train.tag.cli import main as tag_main
 
     for name in ("config.json", "tags.csv", "model.safetensors"):
         s3.put_file(str(out / name), f"{BUCKET}/run/{name}")

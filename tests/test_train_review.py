@@ -75,7 +75,7 @@ def test_first_start_predicts_and_writes_missing_captions(folder):
     assert (images / "img0.txt").read_text() == "my_tag, circle\n"
     states = {s["path"]: s for s in map(store.state, range(len(store.images)))}
     assert states["img0.png"]["caption"] == ["my_tag", "circle"]
-    assert "cannot identify image" in states["broken.png"]["error"]
+    assert "not an image file" in states["broken.png"]["error"]
     assert states["img1.png"]["predicted"] and states["img1.png"]["error"] is None
     assert "prep make-shards --folder" in info["retrain"] and "--init-from" in info["retrain"]
     again = _prepared(run, images)                          # nothing predicted twice
