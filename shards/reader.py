@@ -70,6 +70,11 @@ def read_manifest(source: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def is_complete(manifest: dict[str, Any]) -> bool:
+    """True when the build that wrote ``manifest`` finished (every shard, every node)."""
+    return bool(manifest.get("complete"))
+
+
 def shard_urls(source: str | Path, split: str = "train",
                manifest: dict[str, Any] | None = None) -> list[str]:
     """Paths or URLs of the tars of ``split``, in order. Raises ManifestError."""
@@ -85,7 +90,7 @@ def list_shards(source: str | Path, split: str = "train",
     """
     manifest = manifest if manifest is not None else read_manifest(source)
     location, base = _manifest_location(source)
-    if not manifest.get("complete"):
+    if not is_complete(manifest):
         raise ManifestError(f"{location}: the shards are not complete (prep make-shards was "
                             "interrupted or is still running; rerun it to finish)")
     splits = manifest.get("splits", {})

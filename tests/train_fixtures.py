@@ -71,6 +71,8 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
                     tw.write({"__key__": key, "jpg": jpg, "json": json.dumps(meta).encode()})
             shards.append({"name": name, "count": len(chunk), "successes": len(chunk)})
         splits[split] = {"shards": shards, "count": len(items), "successes": len(items)}
-    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "task": task,
+    (root / "manifest.json").write_text(json.dumps({"format": "booru-tagger-shards",
+                                                    "format_version": 1, "complete": True,
+                                                    "task": task,
                                                     "splits": splits}))
     return root
