@@ -20,9 +20,7 @@ def _up_to_classifier(name: str, backbone: torch.nn.Module) -> torch.nn.Module:
         backbone.fc = torch.nn.Identity()
     elif name.startswith("convnext"):
         backbone.classifier[-1] = torch.nn.Identity()       # keeps LayerNorm2d and Flatten
-    elif name.startswith(("vgg", "densenet", "efficientnet", "mobilenet_v2")):
-        backbone.classifier = torch.nn.Identity()
-    elif name.startswith("mobilenet_v3"):
+    elif name.startswith(("vgg", "densenet", "efficientnet", "mobilenet")):
         backbone.classifier = torch.nn.Identity()
     return backbone
 
