@@ -80,12 +80,12 @@ def test_multiclass_loss_is_cross_entropy():
     assert losses.make_loss("multiclass")(logits, target) == pytest.approx(expected.item())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
-def test_models_build_by_name_with_a_multilabel_head(name):
+@pytest.mark.parametrize(("name", "width"), [("resnet18", 512), ("vgg16", 512 * 7 * 7)])
+def test_models_build_by_name_with_a_multilabel_head(name, width):
     model = build_model(name, num_outputs=7, weights="none")
     x = torch.zeros(2, 3, 64, 64)
     assert model(x).shape == (2, 7)
-    assert model.embed(x).shape == (2, 512)
+    assert model.embed(x).shape == (2, width)         # what torchvision's classifier sees
     mlp = build_model(name, num_outputs=7, weights="none", head="mlp")
     assert mlp.eval()(x).shape == (2, 7)
 
