@@ -86,6 +86,14 @@ def gather_rows(tensor: torch.Tensor, device: torch.device) -> torch.Tensor | No
     return torch.cat([p[: int(c.item())].cpu() for p, c in zip(parts, counts, strict=True)])
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: after the last training
+    forward each rank holds its own, and every rank must evaluate the model rank 0 exports."""
+    if active():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def broadcast(obj):
     """Rank 0's `obj` on every rank (a small picklable object)."""
     if not active():

@@ -280,6 +280,7 @@ class Run:
         """Evaluate on every rank's share; rank 0 scores all rows once; all get the report."""
         if self.val_ds is None:
             return {}
+        distributed.broadcast_buffers(self._eval_model())
         sc, tg, loss_sum, n = evaluate(self._eval_model(), self._loader(self.val_ds, 0, False),
                                        self.loss_fn, self.device, self.task, self.precision,
                                        self.channels_last)
