@@ -41,28 +41,87 @@ def _steps_and_keys(path: Path) -> tuple[int, set[str]]:
     return max(int(step) for step, _ in lines), {key for _, key in lines}
 
 
-def test_two_ranks_see_disjoint_samples_and_take_the_same_steps(shards, tmp_path):
+def _one_val_shard_and_a_corrupt_sample(shards: Path, into: Path) -> Path:
+    """A copy of `shards` with a single validation shard (fewer than the ranks) and one
+    undecodable training image (its rank would take a batch fewer if it were dropped)."""
+    import io
+    import shutil
+    import tarfile
+    shutil.copytree(shards, into)
+    manifest = json.loads((into / "manifest.json").read_text())
+    val = manifest["splits"]["val"]
+    val["shards"] = val["shards"][:1]
+    val["successes"] = val["shards"][0]["successes"]
+    (into / "manifest.json").write_text(json.dumps(manifest))
+    path = into / "train" / "00000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for i, (member, data) in enumerate(members):
+            if i in (2, 3) and member.name.endswith(".jpg"):
+                data = b"not a jpeg" * 10
+                member.size = len(data)
+                bad = member.name.split(".")[0]
+            tar.addfile(member, io.BytesIO(data))
+    return into, bad
+
+
+def _val_loss_in_one_process(shards: Path, run: Path) -> float:
+    from safetensors.torch import load_file
+
+    from train.data import ShardStream, Targets, read_manifest, split_of, transforms
+    from train.loop import evaluate
+    from train.losses import make_loss
+    from train.models import build_model
+    names = [line.split(",")[1] for line in (run / "tags.csv").read_text().splitlines()[1:]]
+    model = build_model("resnet18", len(names), weights="none")
+    model.load_state_dict(load_file(str(run / "model.safetensors")))
+    split = split_of(str(shards), read_manifest(str(shards)), "val")
+    stream = ShardStream(split, Targets(names, "multilabel"), transforms(32, False),
+                         shuffle=False, exact=False)
+    _, _, loss_sum, n = evaluate(model, torch.utils.data.DataLoader(stream, batch_size=16),
+                                 make_loss("multilabel", "bce"), torch.device("cpu"),
+                                 "multilabel")
+    return loss_sum / n
+
+
+@pytest.mark.slow
+def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shards, tmp_path):
+    shards, bad = _one_val_shard_and_a_corrupt_sample(shards, tmp_path / "shards")
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "train",
            "--stream", "--shards", str(shards), "--out", str(run), "--model", "resnet18",
            "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-           "--workers", "0", "--shuffle-buffer", "50", "-q"]
+           "--workers", "0", "--shuffle-buffer", "50", "--keep", "last", "-q"]
     env = {**os.environ, "BOORU_TAGGER_TRACE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     steps0, keys0 = _steps_and_keys(run / "samples-rank0.txt")
     steps1, keys1 = _steps_and_keys(run / "samples-rank1.txt")
     assert steps0 == steps1 > 0
-    assert keys0 and keys1 and not keys0 & keys1
+    manifest = json.loads((shards / "manifest.json").read_text())["splits"]
+    assert keys0 | keys1 == _keys_of(shards / "train") - {bad}   # every other one, once
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert saved["world"] == 2 and saved["step"] == steps0 + 1     # trace lines: steps before
     config = json.loads((run / "config.json").read_text())
     assert config["world_size"] == 2
+    report = json.loads((run / "eval.json").read_text())
+    assert report["samples"] == manifest["val"]["successes"]
+    assert report["val_loss"] == pytest.approx(_val_loss_in_one_process(shards, run), rel=1e-4)
     # The checkpoint of two ranks resumes in one process, for a second epoch.
     report = Run(TrainSettings(shards=str(shards), out=str(run), epochs=2, resume=True,
                                **BASE)).fit()
     assert report["step"] > saved["step"] and report["epoch"] == 2
+
+
+def _keys_of(folder: Path) -> set[str]:
+    import tarfile
+    keys = set()
+    for path in folder.glob("*.tar"):
+        with tarfile.open(path) as tar:
+            keys |= {m.name.split(".")[0] for m in tar.getmembers()}
+    return keys
 
 
 class FlakyShards(http.server.SimpleHTTPRequestHandler):
@@ -107,6 +166,6 @@ def test_a_brace_pattern_of_shard_urls(http_shards, shards, tmp_path):
     report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=1,
                                tags=f"{http_shards}/tags.csv",
                                epoch_samples=samples["successes"], **BASE)).fit()
-    assert report["step"] == samples["successes"] // 16
+    assert report["step"] == -(-samples["successes"] // 16)    # every sample, padded
     with pytest.raises(Exception, match="needs --tags"):
         Run(TrainSettings(shards=pattern, out=str(tmp_path / "r2"), **BASE)).fit()

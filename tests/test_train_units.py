@@ -80,12 +80,12 @@ def test_multiclass_loss_is_cross_entropy():
     assert losses.make_loss("multiclass")(logits, target) == pytest.approx(expected.item())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
-def test_models_build_by_name_with_a_multilabel_head(name):
+@pytest.mark.parametrize(("name", "width"), [("resnet18", 512), ("vgg16", 512 * 7 * 7)])
+def test_models_build_by_name_with_a_multilabel_head(name, width):
     model = build_model(name, num_outputs=7, weights="none")
     x = torch.zeros(2, 3, 64, 64)
     assert model(x).shape == (2, 7)
-    assert model.embed(x).shape == (2, 512)
+    assert model.embed(x).shape == (2, width)         # what torchvision's classifier sees
     mlp = build_model(name, num_outputs=7, weights="none", head="mlp")
     assert mlp.eval()(x).shape == (2, 7)
 
@@ -125,3 +125,31 @@ def test_checkpoint_round_trip_with_rng_states_and_weights_only(tmp_path):
     checkpoint.set_rng_state(loaded["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
     assert loaded["step"] == 7 and not list(path.parent.glob(".*tmp"))
+
+
+def _sklearn_ap(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    from sklearn.metrics import average_precision_score
+    return np.array([average_precision_score(targets[:, j], scores[:, j])
+                     if targets[:, j].any() else np.nan for j in range(scores.shape[1])])
+
+
+def test_tied_scores_give_sklearns_ap_whatever_the_row_order():
+    scores = np.array([[0.5], [0.5], [0.5], [0.1]])
+    for positive in range(3):
+        targets = np.zeros((4, 1))
+        targets[positive] = 1
+        assert metrics.average_precision(scores, targets)[0] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("kind", ["tied", "bf16", "random"])
+def test_average_precision_equals_sklearns(kind):
+    rng = np.random.default_rng(7)
+    targets = (rng.random((400, 30)) < rng.uniform(0.02, 0.5, 30)).astype(np.uint8)
+    scores = rng.random((400, 30)) * 0.6 + targets * 0.4
+    if kind == "tied":
+        scores = np.round(scores, 1)
+    elif kind == "bf16":
+        scores = torch.tensor(scores, dtype=torch.float32).bfloat16().float().numpy()
+    scores = scores.astype(np.float32)
+    np.testing.assert_allclose(metrics.average_precision(scores, targets),
+                               _sklearn_ap(scores, targets), rtol=1e-9, atol=1e-12)

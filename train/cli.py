@@ -67,11 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("image-size", int), ("workers", int), ("shuffle-buffer", int),
                        ("open-shards", int), ("seed", int)):
         g.add_argument(f"--{name}", type=kind)
-    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"))
+    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="area range of the random training crop (default: 0.85 1.0, which "
+                   "keeps borders and objects in the picture)")
     g.add_argument("--trivial-augment", action="store_true", default=None)
     g = p.add_argument_group("hardware")
     g.add_argument("--device")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="auto (default): bf16 on a GPU that supports it, else fp16 with a "
+                   "GradScaler; fp32 on CPU")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    default=None)
     g.add_argument("--compile", action="store_true", default=None)
@@ -85,9 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log", choices=["none", "tensorboard"],
                    help="also write TensorBoard events to RUN/tensorboard (default: none)")
     g.add_argument("--resume", action="store_true", default=None,
-                   help="continue from run/checkpoints/last.pt")
+                   help="continue from run/checkpoints/last.pt (default: off); every node "
+                   "must see the same --out (a shared filesystem)")
+    g.add_argument("--keep", choices=["best", "last"],
+                   help="which model becomes model.safetensors: the best evaluated (default) "
+                   "or the last; eval.json says which")
     g.add_argument("--no-report", action="store_true",
                    help="skip the HTML evaluation report (default: write run/report/)")
+    p.add_argument("--allow-incomplete", action="store_true", default=None,
+                   help="train on an unfinished shard build (default: refuse it)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     return p

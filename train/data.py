@@ -1,21 +1,28 @@
 """The streaming data path: shards -> workers -> shuffled, decoded, augmented batches.
 
-    manifest ─▶ shard order (reshuffled each epoch from the seed)
-             ─▶ dealt round-robin to (rank, worker) streams
-             ─▶ each stream interleaves `open_shards` tar files (webdataset's tar stages)
+    manifest ─▶ the epoch's sample sequence: shards in a per-epoch order, rotated by a
+                per-epoch offset, as (shard, first, last) sample ranges
+             ─▶ cut into one contiguous run per (rank, worker) stream
+             ─▶ each stream interleaves `open_shards` ranges (webdataset's tar stages)
              ─▶ bounded shuffle buffer of encoded samples ─▶ decode + augment ─▶ (image, target)
 
-An epoch is the manifest's sample count split evenly: every stream yields exactly
-`samples // (ranks * workers)` samples, wrapping around its shards if they run short, so all
-ranks take the same number of steps. Nothing but the shuffle buffer is held in memory.
-Unreadable shards and samples are skipped with a warning and counted in `errors`.
+Every training epoch visits every sample exactly once across all ranks and workers: each
+stream yields exactly `per_stream()` samples, a whole number of batches, and the few needed
+to make the streams equal (less than one batch per stream) are padding taken from the start
+of the sequence. One shard on many streams is split by sample ranges, not shared whole.
+A sample that cannot be read is replaced by the next readable one of its stream (repeated),
+so every rank takes the same number of steps whatever is dropped. Unreadable shards and
+samples are skipped with a warning and counted in `errors`. Evaluation streams (`exact=False`)
+read each sample once, without padding or replacement.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass
 
@@ -27,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
 from shards.errors import ManifestError
+from shards.manifest import read_manifest as read_shards_manifest
 from shards.manifest import split_samples, split_shards
 from shards.streams import tar_samples
 
@@ -37,27 +45,77 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 IMAGE_KEYS = ("jpg", "jpeg", "webp", "png")
 MAX_WORKERS = 64
+CROP_SCALE = (0.85, 1.0)           # the default crop keeps borders and objects in the picture
 
 
 @dataclass
 class Split:
     urls: list[str]
     samples: int
+    counts: list[int] | None = None     # samples per shard; None: unknown, taken as equal
+
+    def shard_counts(self) -> list[int]:
+        if self.counts is not None:
+            return list(self.counts)
+        q, r = divmod(self.samples, len(self.urls))
+        return [q + (i < r) for i in range(len(self.urls))]
+
+
+def read_manifest(root: str, allow_incomplete: bool = False) -> dict:
+    """The shards' manifest.json (folder or base URL), read and checked by `shards.manifest`;
+    an unfinished build is refused unless `allow_incomplete`."""
+    try:
+        manifest = read_shards_manifest(root)
+    except ManifestError as exc:
+        raise DataError(str(exc)) from None
+    if not manifest.get("complete") and not allow_incomplete:
+        raise DataError(f"{root}: the shard build is not finished; run the same `prep "
+                        "make-shards` command again to finish it (`prep merge-shards` for a "
+                        "build split over nodes), or pass --allow-incomplete")
+    return manifest
 
 
 def split_of(root: str, manifest: dict, name: str) -> Split:
-    """Shard URLs and sample count of one split (train or val) of a shards manifest."""
+    """Shard URLs and sample counts of one split (train or val) of a shards manifest. Shards
+    without a sample count are left out when others have one (unfinished shards of a build
+    read with --allow-incomplete); when none has one (a brace pattern), the split's count is
+    taken as spread evenly."""
     try:
-        shards = split_shards(manifest, root, name)
+        shards = split_shards(manifest, root, name, allow_incomplete=True)
     except ManifestError as exc:
         raise DataError(str(exc)) from None
-    return Split([s["url"] for s in shards], split_samples(manifest, name))
+    done = [s for s in shards if s["samples"] is not None]
+    if not done:
+        return Split([s["url"] for s in shards], split_samples(manifest, name))
+    counts = [int(s["samples"]) for s in done]
+    return Split([s["url"] for s in done], sum(counts), counts)
 
 
 def rank_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def stream_ranges(counts: list[int], order: list[int], shift: int, first: int,
+                  last: int) -> list[tuple[int, int, int]]:
+    """(shard, start, stop) sample ranges covering positions [first, last) of the sequence
+    "shards in `order`, rotated left by `shift`", wrapping around its end (padding)."""
+    order = [i for i in order if counts[i] > 0]
+    starts, total = [], 0
+    for i in order:
+        starts.append(total)
+        total += counts[i]
+    out: list[tuple[int, int, int]] = []
+    pos = first
+    while pos < last and total:
+        at = (pos + shift) % total
+        j = bisect.bisect_right(starts, at) - 1
+        offset = at - starts[j]
+        take = min(counts[order[j]] - offset, last - pos)
+        out.append((order[j], offset, offset + take))
+        pos += take
+    return out
 
 
 class Targets:
@@ -84,12 +142,14 @@ class Targets:
         return out
 
 
-def transforms(image_size: int, train: bool, scale: tuple[float, float] = (0.6, 1.0),
+def transforms(image_size: int, train: bool, scale: tuple[float, float] = CROP_SCALE,
                trivial_augment: bool = False):
-    """uint8 CHW tensor -> normalised float tensor; random crop and flip when training."""
+    """uint8 CHW tensor -> normalised float tensor; when training, a random crop that keeps
+    most of the picture (`scale` of its area, near its aspect ratio) and a flip."""
     steps = []
     if train:
-        steps += [v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
+        steps += [v2.RandomResizedCrop(image_size, scale=scale, ratio=(0.9, 1.1),
+                                       antialias=True),
                   v2.RandomHorizontalFlip()]
         if trivial_augment:
             steps.append(GeometricTrivialAugment())
@@ -124,94 +184,142 @@ class ShardStream(IterableDataset):
 
     def __init__(self, split: Split, targets: Targets, transform, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, open_shards: int = 4,
-                 exact: bool = True):
+                 exact: bool = True, batch_size: int = 1):
         super().__init__()
         if not split.urls:
             raise DataError("no shards to read")
         self.split = split
+        self.counts = split.shard_counts()
         self.targets = targets
         self.transform = transform
         self.seed = seed
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer
         self.open_shards = open_shards
-        self.exact = exact                  # False: one pass over the shards (evaluation)
+        self.exact = exact                  # False: one pass over the samples (evaluation)
         self.epoch = 0
         self.skip_batches = 0               # batches already trained this epoch (resume)
-        self.batch_size = 1
+        self.batch_size = batch_size
         self.errors = torch.zeros(MAX_WORKERS, dtype=torch.int64).share_memory_()
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, batch_size: int = 1) -> None:
+    def set_epoch(self, epoch: int, skip_batches: int = 0, batch_size: int | None = None) -> None:
         """Start `epoch`; on resume, pass over the batches already trained (before decoding).
 
         DataLoader takes batches from its workers in turn, so worker w made
         `k // W + (w < k % W)` of the first k batches."""
-        self.epoch, self.skip_batches, self.batch_size = epoch, skip_batches, batch_size
+        self.epoch, self.skip_batches = epoch, skip_batches
+        self.batch_size = batch_size or self.batch_size
 
-    def per_stream(self, workers: int) -> int:
-        ranks = rank_info()[1]
-        return self.split.samples // max(1, ranks * workers)
+    def per_stream(self, workers: int, ranks: int | None = None) -> int:
+        """Samples each stream yields per training epoch: a whole number of batches, enough
+        for the streams together to cover every sample."""
+        streams = max(1, (ranks or rank_info()[1]) * max(1, workers))
+        return self.batch_size * math.ceil(sum(self.counts) / (streams * self.batch_size))
 
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        rank, ranks = rank_info()
+        yield from self.stream(*rank_info(), worker, workers)
+
+    def stream(self, rank: int, ranks: int, worker: int, workers: int):
+        """The items of one (rank, worker) stream; `__iter__` finds its ids itself."""
         # DataLoader takes its first batch from worker 0; after k batches it would have been
         # worker k % W's turn, so on resume the workers swap roles to keep the order.
-        k = self.skip_batches
+        k = self.skip_batches if self.exact else 0
         role = (worker + k) % workers
         stream, streams = rank * workers + role, ranks * workers
         skip = (k // workers + (role < k % workers)) * self.batch_size
-        urls = list(self.split.urls)
-        if self.shuffle:
-            random.Random(self.seed * 1000003 + self.epoch).shuffle(urls)
-        mine = urls[stream::streams]
-        if not mine and self.exact:          # fewer shards than streams: share them
-            mine = [urls[stream % len(urls)]]
+        ranges = self._ranges(stream, streams, workers, ranks)
         rng = random.Random(f"{self.seed}/{self.epoch}/{stream}")
-        samples = self._interleaved(mine, worker)
+        samples = self._interleaved(ranges, worker)
         if self.shuffle:
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
-        want = self.split.samples // streams if self.exact else None
-        n = 0
+        if not self.exact:
+            for sample in samples:
+                item = self._prepare(sample, worker)
+                if item is not None:
+                    yield item
+            return
+        yield from self._exactly(samples, self.per_stream(workers, ranks), skip, stream, worker)
+
+    def _ranges(self, stream: int, streams: int, workers: int, ranks: int) -> list:
+        total = sum(self.counts)
+        order, shift = list(range(len(self.counts))), 0
+        if self.shuffle:
+            rng = random.Random(self.seed * 1000003 + self.epoch)
+            rng.shuffle(order)
+            shift = rng.randrange(max(1, total))
+        if self.exact:
+            per = self.per_stream(workers, ranks)
+            first, last = stream * per, (stream + 1) * per
+        else:
+            first, last = stream * total // streams, (stream + 1) * total // streams
+        return [(self.split.urls[i], a, b)
+                for i, a, b in stream_ranges(self.counts, order, shift, first, last)]
+
+    def _exactly(self, samples, want: int, skip: int, stream: int, worker: int):
+        """Exactly `want - skip` items: an unreadable sample is replaced by the next readable
+        one (or the last, at the end), so every stream takes the same number of batches."""
+        n = owed = 0
+        last = None
         for sample in samples:
-            if want is not None and n >= want:
-                return
+            if n >= want:
+                break
             n += 1
             if n <= skip:
                 continue
             # Augmentation is a pure function of (seed, epoch, stream, position), so a run
-            # resumed mid-epoch sees exactly the crops an uninterrupted one would have.
-            torch.manual_seed(hash((self.seed, self.epoch, stream, n)) & 0x7FFF_FFFF)
-            item = self._prepare(sample, worker)
-            if item is not None:
+            # resumed mid-epoch sees exactly the crops an uninterrupted one would have; the
+            # global RNG (dropout, the model's) is left as it was.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(
+                    hash((self.seed, self.epoch, stream, n)) & 0x7FFF_FFFF)
+                item = self._prepare(sample, worker)
+            if item is None:
+                owed += 1
+                continue
+            for _ in range(owed + 1):
                 yield item
+            last, owed = item, 0
+        owed += want - max(n, skip)
+        if owed and last is None:
+            raise DataError(f"stream {stream} of epoch {self.epoch} found no readable sample "
+                            "to stand in for the unreadable ones")
+        for _ in range(owed):
+            yield last
 
-    def _interleaved(self, urls: list[str], worker: int):
-        """Samples from `open_shards` shards at a time; wraps around in exact mode."""
-        pending, rounds = list(urls), 0
-        while pending:
-            open_now = [self._samples(u, worker) for u in pending[: self.open_shards]]
-            pending = pending[self.open_shards:]
-            while open_now:
-                for it in list(open_now):
-                    sample = next(it, None)
-                    if sample is None:
-                        open_now.remove(it)
-                        if pending:
-                            open_now.append(self._samples(pending.pop(0), worker))
-                    else:
-                        yield sample
-            rounds += 1
-            if self.exact and rounds < 1000:
-                pending = list(urls)
+    def _interleaved(self, ranges: list[tuple[str, int, int]], worker: int):
+        """Samples of `open_shards` ranges at a time."""
+        pending = list(ranges)
+        open_now = [self._samples(*r, worker) for r in pending[: self.open_shards]]
+        pending = pending[self.open_shards:]
+        while open_now:
+            for it in list(open_now):
+                sample = next(it, None)
+                if sample is None:
+                    open_now.remove(it)
+                    if pending:
+                        open_now.append(self._samples(*pending.pop(0), worker))
+                else:
+                    yield sample
 
-    def _samples(self, url: str, worker: int):
+    def _samples(self, url: str, start: int, stop: int, worker: int):
+        """Samples [start, stop) of one tar shard (the ones before `start` are not decoded)."""
+        n = 0
         try:
-            yield from tar_samples(url)
+            for sample in tar_samples(url):
+                if n >= stop:
+                    return
+                if n >= start:
+                    yield sample
+                n += 1
         except Exception as exc:  # noqa: BLE001 - a broken shard must not stop training
             self.errors[worker] += 1
             log.warning("skipping the rest of %s: %s", url, exc)
+            return
+        if n < stop:
+            self.errors[worker] += 1
+            log.warning("%s has %d samples, its manifest says at least %d", url, n, stop)
 
     def _prepare(self, sample: dict, worker: int):
         try:

@@ -2,7 +2,8 @@
 
 The training loop counts optimizer steps, logs a line every `log_every` steps (loss,
 images/s, the share of time spent waiting for data, ETA) and calls `on_step` after each
-optimizer step, which is where the run checkpoints, evaluates, or stops.
+optimizer step, which is where the run checkpoints, evaluates, or stops. Micro-batches left
+over at the epoch's end (fewer than `grad_accum`) make one last, smaller step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,92 +32,151 @@ class StepState:
     world: int = 1                # ranks (batches_in_epoch counts one rank's batches)
 
 
+@dataclass
+class Loop:
+    """What one training epoch needs besides the model and the data."""
+
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    precision: str = "fp32"                   # fp32 | bf16 | fp16 (with `scaler`)
+    grad_accum: int = 1
+    total_steps: int = 0
+    log_every: int = 20
+    channels_last: bool = False
+    ema: Any = None
+    scaler: Any = None                        # torch.amp.GradScaler for fp16
+    on_step: Callable[[], bool] | None = None
+    trace: Any = None                         # a file for `step key` lines
+    decoder: Any = None                       # DeviceDecoder for encoded batches
+
+
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext()
 
 
-def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, scheduler,
-                    state: StepState, device: torch.device, precision: str = "fp32",
-                    grad_accum: int = 1, total_steps: int = 0, log_every: int = 20,
-                    channels_last: bool = False, ema=None,
-                    on_step: Callable[[], bool] | None = None, trace=None,
-                    decoder=None) -> dict:
+def train_one_epoch(model: nn.Module, loader, state: StepState, loop: Loop) -> dict:
     """One pass over `loader`. Returns mean loss, images/s and the data-wait share.
-    `on_step()` returning True stops the epoch early (the run is stopping)."""
+    `loop.on_step()` returning True stops the epoch early (the run is stopping)."""
     model.train()
-    start = last = time.perf_counter()
-    waited = window_wait = 0.0
+    start = time.perf_counter()
+    progress = _Progress(start)
     losses: list[float] = []
-    window: list[float] = []
-    images = window_images = 0
+    images = 0
     t_data = time.perf_counter()
+    stopped = False
     for x, y, keys in loader:
-        now = time.perf_counter()
-        if trace is not None:
-            trace.write("".join(f"{state.step} {k}\n" for k in keys))
-        waited += now - t_data
-        window_wait += now - t_data
-        x = decoder(x) if decoder is not None else x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            loss = loss_fn(model(x), y)
-        (loss / grad_accum).backward()
-        value = float(loss.detach())
+        progress.waited(time.perf_counter() - t_data)
+        if loop.trace is not None:
+            loop.trace.write("".join(f"{state.step} {k}\n" for k in keys))
+        value = _forward_backward(model, x, y, loop)
         losses.append(value)
-        window.append(value)
-        images += len(x)
-        window_images += len(x)
+        images += len(y)
         state.batches_in_epoch += 1
-        state.images += len(x)
-        if state.batches_in_epoch % grad_accum == 0:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            state.step += 1
-            if log_every and state.step % log_every == 0:
-                now = time.perf_counter()
-                rate = window_images / max(now - last, 1e-9)
-                eta = (total_steps - state.step) * (now - last) / log_every
-                log.info("step %d/%d epoch %d  loss %.4f  %.1f img/s  data wait %.0f%%  "
-                         "ETA %s", state.step, total_steps, state.epoch, float(np.mean(window)),
-                         rate, 100 * window_wait / max(now - last, 1e-9), _clock(eta))
-                last, window, window_images, window_wait = now, [], 0, 0.0
-            if on_step is not None and on_step():
+        state.images += len(y)
+        progress.add(value, len(y))
+        if state.batches_in_epoch % loop.grad_accum == 0:
+            _optimizer_step(model, state, loop)
+            progress.log(state, loop)
+            if loop.on_step is not None and loop.on_step():
+                stopped = True
                 break
         t_data = time.perf_counter()
+    leftover = state.batches_in_epoch % loop.grad_accum
+    if leftover and not stopped:
+        for p in model.parameters():           # the mean over the micro-batches there were
+            if p.grad is not None:
+                p.grad.mul_(loop.grad_accum / leftover)
+        _optimizer_step(model, state, loop)
+        if loop.on_step is not None:
+            loop.on_step()
     elapsed = time.perf_counter() - start
     return {"train_loss": float(np.mean(losses)) if losses else float("nan"),
             "images_per_s": images / max(elapsed, 1e-9),
-            "data_wait": waited / max(elapsed, 1e-9)}
+            "data_wait": progress.total_wait / max(elapsed, 1e-9)}
+
+
+def _forward_backward(model: nn.Module, x, y: torch.Tensor, loop: Loop) -> float:
+    x = loop.decoder(x) if loop.decoder is not None else x.to(loop.device, non_blocking=True)
+    y = y.to(loop.device, non_blocking=True)
+    if loop.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(loop.device, loop.precision):
+        loss = loop.loss_fn(model(x), y)
+    scaled = loss / loop.grad_accum
+    (loop.scaler.scale(scaled) if loop.scaler is not None else scaled).backward()
+    return float(loss.detach())
+
+
+def _optimizer_step(model: nn.Module, state: StepState, loop: Loop) -> None:
+    if loop.scaler is not None:
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+    else:
+        loop.optimizer.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.scheduler.step()
+    if loop.ema is not None:
+        loop.ema.update_parameters(model)
+    state.step += 1
+
+
+class _Progress:
+    """The log line's window: loss, images/s, data wait and ETA since the last line."""
+
+    def __init__(self, now: float):
+        self.last, self.losses, self.images, self.wait, self.total_wait = now, [], 0, 0.0, 0.0
+
+    def waited(self, seconds: float) -> None:
+        self.wait += seconds
+        self.total_wait += seconds
+
+    def add(self, loss: float, images: int) -> None:
+        self.losses.append(loss)
+        self.images += images
+
+    def log(self, state: StepState, loop: Loop) -> None:
+        if not loop.log_every or state.step % loop.log_every:
+            return
+        now = time.perf_counter()
+        span = max(now - self.last, 1e-9)
+        eta = (loop.total_steps - state.step) * span / loop.log_every
+        log.info("step %d/%d epoch %d  loss %.4f  %.1f img/s  data wait %.0f%%  ETA %s",
+                 state.step, loop.total_steps, state.epoch, float(np.mean(self.losses)),
+                 self.images / span, 100 * self.wait / span, _clock(eta))
+        self.last, self.losses, self.images, self.wait = now, [], 0, 0.0
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, loss_fn: nn.Module, device: torch.device,
              task: str, precision: str = "fp32",
-             channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Scores, targets and mean loss over a loader (sigmoid for multi-label and binary,
-    softmax for multiclass)."""
+             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """Scores (float32), targets (uint8), summed loss and sample count over a loader (sigmoid
+    for multi-label and binary, softmax for multiclass). The model's mode is restored after."""
+    was_training = model.training
     model.eval()
-    scores, targets, losses = [], [], []
-    for x, y, _ in loader:
-        x, y = x.to(device), y.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(x).float()
-        losses.append(float(loss_fn(logits, y)))
-        probs = torch.softmax(logits, 1) if task == "multiclass" else torch.sigmoid(logits)
-        scores.append(probs.cpu().numpy())
-        targets.append(y.cpu().numpy())
+    scores, targets, loss_sum, n = [], [], 0.0, 0
+    try:
+        for x, y, _ in loader:
+            x, y = x.to(device), y.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = model(x).float()
+            loss_sum += float(loss_fn(logits, y)) * len(y)
+            n += len(y)
+            probs = torch.softmax(logits, 1) if task == "multiclass" else torch.sigmoid(logits)
+            scores.append(probs.cpu())
+            targets.append(y.cpu().to(torch.uint8))
+    finally:
+        model.train(was_training)
     if not scores:
-        return np.zeros((0, 0)), np.zeros((0, 0)), float("nan")
-    return np.concatenate(scores), np.concatenate(targets), float(np.mean(losses))
+        return torch.zeros((0, 0)), torch.zeros((0, 0), dtype=torch.uint8), 0.0, 0
+    return torch.cat(scores), torch.cat(targets), loss_sum, n
 
 
 def _clock(seconds: float) -> str:

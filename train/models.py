@@ -23,13 +23,20 @@ log = logging.getLogger(__name__)
 
 
 class Tagger(nn.Module):
-    """backbone features -> global pooling -> head. `embed()` gives the pooled features."""
+    """backbone features -> pooling (-> ConvNeXt's LayerNorm) -> head. `embed()` gives the
+    pooled features, equal to torchvision's forward up to its classifier.
+
+    With `frozen` (a linear probe) the backbone stays in eval mode whatever `train()` says:
+    its BatchNorm statistics never move."""
 
     def __init__(self, features: nn.Module, width: int, num_outputs: int, head: str = "linear",
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, pool_size: int = 1, norm: nn.Module | None = None):
         super().__init__()
         self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        if norm is not None:
+            self.norm = norm
+        self.frozen = False
         if head == "linear":
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_outputs))
         elif head == "mlp":
@@ -41,8 +48,23 @@ class Tagger(nn.Module):
         else:
             raise TrainError(f"unknown head {head!r} (linear or mlp)")
 
+    def freeze_backbone(self) -> None:
+        """Train the head only: no gradients and eval mode for the backbone."""
+        self.frozen = True
+        self.features.requires_grad_(False)
+        self.features.eval()
+
+    def train(self, mode: bool = True) -> Tagger:
+        super().train(mode)
+        if self.frozen:
+            self.features.eval()
+        return self
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.features(x)), 1)
+        x = self.pool(self.features(x))
+        if hasattr(self, "norm"):
+            x = self.norm(x)
+        return torch.flatten(x, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
@@ -65,8 +87,8 @@ def build_model(name: str, num_outputs: int, weights: str = "imagenet", head: st
         backbone.load_state_dict(_imagenet_state(name))
     elif weights not in ("none", "", None):
         _load_backbone_file(backbone, Path(weights))
-    features, width = _split(name, backbone)
-    return Tagger(features, width, num_outputs, head, dropout)
+    features, width, pool_size, norm = _split(name, backbone)
+    return Tagger(features, width, num_outputs, head, dropout, pool_size, norm)
 
 
 def _imagenet_state(name: str) -> dict:
@@ -97,19 +119,27 @@ def _load_backbone_file(backbone: nn.Module, path: Path) -> None:
     log.info("loaded %s (%d missing, %d unexpected keys)", path, len(missing), len(unexpected))
 
 
-def _split(name: str, backbone: nn.Module) -> tuple[nn.Module, int]:
-    """The convolutional trunk (ending before pooling) and its channel width."""
+def _split(name: str, backbone: nn.Module) -> tuple[nn.Module, int, int, nn.Module | None]:
+    """(trunk ending before pooling, width fed to the head, pooling size, norm after pooling),
+    so that the head sees what torchvision's own classifier sees (tests/test_train_models.py):
+    DenseNet ends its trunk with a ReLU, ConvNeXt normalises after pooling, VGG pools to 7x7."""
     if name.startswith(("resnet", "resnext", "wide_resnet", "regnet")):
         width = backbone.fc.in_features
         trunk = nn.Sequential(*[m for n, m in backbone.named_children()
                                 if n not in {"avgpool", "fc"}])
-        return trunk, width
-    if name.startswith(("vgg", "convnext", "efficientnet", "mobilenet", "densenet")):
-        trunk = backbone.features
-        with torch.no_grad():
-            width = trunk(torch.zeros(1, 3, 64, 64)).shape[1]
-        return trunk, width
-    raise TrainError(f"no head rule for {name}")
+        return trunk, width, 1, None
+    if not name.startswith(("vgg", "convnext", "efficientnet", "mobilenet", "densenet")):
+        raise TrainError(f"no head rule for {name}")
+    trunk = backbone.features
+    if name.startswith("densenet"):
+        trunk.add_module("final_relu", nn.ReLU())     # F.relu in DenseNet.forward; no weights
+    norm = backbone.classifier[0] if name.startswith("convnext") else None
+    pool_size = 7 if name.startswith("vgg") else 1
+    trunk.eval()                # probing the width must not move BatchNorm statistics
+    with torch.no_grad():
+        width = trunk(torch.zeros(1, 3, 64, 64)).shape[1] * pool_size ** 2
+    trunk.train()
+    return trunk, width, pool_size, norm
 
 
 def transfer(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:

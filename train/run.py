@@ -3,8 +3,10 @@
     run/config.json  run/tags.csv  run/checkpoints/last.pt  run/metrics.csv  run/metrics.png
     run/eval.json    run/model.safetensors
 
-`Run.fit()` builds the data streams, model and optimiser from `TrainSettings`, restores the
-last checkpoint with `resume`, trains epoch by epoch, evaluates, checkpoints and exports.
+`Run.fit()` is `_setup()` (data streams, model, optimiser from `TrainSettings`; the last
+checkpoint with `resume`), `_train()` (epoch by epoch, evaluating and checkpointing) and
+`_finish()` (the last evaluation; exports the best evaluated model, or the last with
+`keep="last"`; eval.json says which).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .data import (
     transforms,
 )
 from .errors import DataError, TrainError
-from .loop import StepState, evaluate, train_one_epoch
+from .loop import Loop, StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
 from .models import build_model, transfer
@@ -43,6 +45,17 @@ from .settings import TrainSettings
 from .tensorboard_log import Board, settings_block
 
 log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str, device: torch.device, bf16_supported=None) -> str:
+    """`auto`: bf16 on a GPU that supports it, fp16 (with a GradScaler) on an older GPU,
+    fp32 on CPU; any other value as asked."""
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    supported = bf16_supported or torch.cuda.is_bf16_supported
+    return "bf16" if supported() else "fp16"
 
 
 class Run:
@@ -64,7 +77,7 @@ class Run:
         """The shards' manifest; for a brace pattern of tar URLs, one made from the flags."""
         s = self.s
         if "{" not in s.shards and not s.shards.endswith(".tar"):
-            return read_manifest(s.shards)
+            return read_manifest(s.shards, s.allow_incomplete)
         if not s.tags or not s.epoch_samples:
             raise TrainError("a shard pattern such as 'https://host/ds/train/{00000..00099}.tar'"
                              " needs --tags (tags.csv path or URL) and --epoch-samples")
@@ -87,7 +100,8 @@ class Run:
         self.decoder = DeviceDecoder(augment, self.device) if s.device_decode else None
         train = ShardStream(split_of(s.shards, manifest, "train"), targets,
                             None if s.device_decode else augment, seed=s.seed,
-                            shuffle_buffer=s.shuffle_buffer, open_shards=s.open_shards)
+                            shuffle_buffer=s.shuffle_buffer, open_shards=s.open_shards,
+                            batch_size=s.batch_size)
         try:
             val_split = split_of(s.shards, manifest, "val")
         except DataError:
@@ -112,131 +126,203 @@ class Run:
     # -- the run --------------------------------------------------------------------------
     def fit(self) -> dict:
         try:
-            return self._fit()
+            self._setup()
+            self._train()
+            return self._finish()
         finally:
+            if getattr(self, "trace", None) is not None:
+                self.trace.close()
+            if getattr(self, "board", None) is not None:
+                self.board.close()
             distributed.teardown()
 
-    def _fit(self) -> dict:
+    def _setup(self) -> None:
+        """Data, model, optimiser and the resume state; rank 0 writes config.json."""
         s = self.s
-        rank, world, local = distributed.setup()
+        self.rank, self.world, local = distributed.setup()
         self.device = self._device(local)
         manifest = self._manifest()
-        tags, task = self._tags(manifest)
-        names = [t["name"] for t in tags]
-        targets = Targets(names, task, s.positive)
-        if task == "binary" and targets.positive not in names:
+        self.tags, self.task = self._tags(manifest)
+        names = [t["name"] for t in self.tags]
+        targets = Targets(names, self.task, s.positive)
+        if self.task == "binary" and targets.positive not in names:
             raise TrainError(f"--positive {targets.positive!r} is not a tag of the shards")
-        precision = s.precision if s.precision != "auto" else (
-            "bf16" if self.device.type == "cuda" else "fp32")
+        self.precision = resolve_precision(s.precision, self.device)
         torch.manual_seed(s.seed)
         np.random.seed(s.seed)
-        model = build_model(s.model, targets.size, s.weights, s.head, s.dropout)
-        if s.init_from:
-            self._init_from(model, Path(s.init_from))
-        channels_last = s.channels_last and self.device.type == "cuda"
-        model = model.to(self.device, memory_format=torch.channels_last if channels_last
-                         else torch.preserve_format)
-        if s.freeze_backbone:
-            model.features.requires_grad_(False)
-        train_ds, val_ds = self._loaders(manifest, targets)
-        streams = max(1, s.workers)
-        per_epoch = streams * (train_ds.per_stream(streams) // s.batch_size)
-        if per_epoch == 0:
-            raise DataError(f"{train_ds.split.samples} training samples are fewer than one "
-                            f"batch of {s.batch_size} per worker and rank; lower --batch-size "
-                            "or --workers")
-        total = s.epochs * per_epoch // s.grad_accum
-        optimizer = make_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.momentum)
-        scheduler = make_schedule(optimizer, total, s.warmup_steps,
-                                  0 if s.freeze_backbone else s.head_warmup_steps)
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(s.ema)) if s.ema else None
-        state = StepState(streams=world * streams, world=world)
-        if s.resume and self.ckpt.exists():
-            self._restore(model, optimizer, scheduler, ema, state)
-        elif s.resume:
-            log.warning("--resume: no checkpoint in %s, starting afresh", self.ckpt.parent)
+        self._build_model(targets.size, local)
+        self.train_ds, self.val_ds = self._loaders(manifest, targets)
+        self._plan_steps()
+        self._build_optimiser()
+        self._resume()
+        self.trace = self._trace_file(self.rank)
         if distributed.is_main():
             self.out.mkdir(parents=True, exist_ok=True)
-            write_tags(self.out / "tags.csv", tags)
+            write_tags(self.out / "tags.csv", self.tags)
             (self.out / "config.json").write_text(json.dumps(
-                {**s.to_dict(), "task": task, "precision": precision, "device": str(self.device),
+                {**s.to_dict(), "task": self.task, "precision": self.precision,
+                 "device": str(self.device), "world_size": self.world,
                  "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
-                 "world_size": world, "steps_per_epoch": per_epoch // s.grad_accum,
-                 "total_steps": total}, indent=2))
-        if distributed.is_main():
+                 "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total},
+                indent=2))
             log.info("%s", settings_block(
-                s, task, targets.size, sum(p.numel() for p in model.parameters()),
-                train_ds.split.samples, val_ds.split.samples if val_ds else 0,
-                per_epoch // s.grad_accum, total, precision, self.device, world))
+                s, self.task, targets.size, sum(p.numel() for p in self.model.parameters()),
+                self.train_ds.split.samples, self.val_ds.split.samples if self.val_ds else 0,
+                self.steps_per_epoch, self.total, self.precision, self.device, self.world))
         self.board = Board(self.out, s.log if distributed.is_main() else "none", s.log_every)
-        loss_fn = self.board.tap(make_loss(task, s.loss))
-        forward_model = model
-        if world > 1:
-            forward_model = DistributedDataParallel(
-                model, device_ids=[local] if self.device.type == "cuda" else None)
+        self.loss_fn = self.board.tap(make_loss(self.task, s.loss))
+
+    def _build_model(self, outputs: int, local: int) -> None:
+        s = self.s
+        model = build_model(s.model, outputs, s.weights, s.head, s.dropout)
+        if s.init_from:
+            self._init_from(model, Path(s.init_from))
+        self.channels_last = s.channels_last and self.device.type == "cuda"
+        self.model = model.to(self.device, memory_format=torch.channels_last
+                              if self.channels_last else torch.preserve_format)
+        if s.freeze_backbone:
+            self.model.freeze_backbone()
+        self.forward_model = self.model
+        if self.world > 1:
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[local] if self.device.type == "cuda" else None)
         if s.compile:
-            forward_model = torch.compile(forward_model)
-        categories = np.array([t["category"] for t in tags])
-        counts = np.array([t["count"] for t in tags], dtype=np.float64)
-        stop_at = min(total, s.max_steps) if s.max_steps else total
-        trace = self._trace_file(rank)
+            self.forward_model = torch.compile(self.forward_model)
 
-        def validate() -> dict:
-            if val_ds is None:
-                return {}
-            eval_model = ema.module if ema is not None else model
-            sc, tg, vloss = evaluate(eval_model, self._loader(val_ds, 0, False), loss_fn,
-                                     self.device, task, precision, channels_last)
-            sc, tg = distributed.gather_rows(sc), distributed.gather_rows(tg)
-            vloss = distributed.mean(vloss if vloss == vloss else 0.0, self.device)
-            if not len(sc):
-                return {}
-            report = score(sc, tg, categories if task == "multilabel" else None,
-                           counts if task == "multilabel" else None, s.threshold,
-                           s.min_support)
-            report["val_loss"] = vloss
-            return report
+    def _plan_steps(self) -> None:
+        """Batches per rank and epoch (equal on every rank by construction), steps in all."""
+        s = self.s
+        workers = max(1, s.workers)
+        self.per_epoch = workers * self.train_ds.per_stream(workers, self.world) // s.batch_size
+        self.steps_per_epoch = -(-self.per_epoch // s.grad_accum)
+        self.total = s.epochs * self.steps_per_epoch
+        self.stop_at = min(self.total, s.max_steps) if s.max_steps else self.total
 
-        def on_step() -> bool:
-            if s.head_warmup_steps and state.step == s.head_warmup_steps:
-                log.info("step %d: head warm-up done, the backbone trains too", state.step)
-            self.board.step(state.step, state.images, optimizer)
-            if s.checkpoint_every and state.step % s.checkpoint_every == 0:
-                self._save(model, optimizer, scheduler, ema, state)
-            if s.eval_every and state.step % s.eval_every == 0:
-                self._record(state, validate(), {})
-            return state.step >= stop_at
+    def _build_optimiser(self) -> None:
+        s = self.s
+        self.optimizer = make_optimizer(self.model, s.optimizer, s.lr, s.weight_decay,
+                                        s.momentum)
+        self.scheduler = make_schedule(self.optimizer, self.total, s.warmup_steps,
+                                       0 if s.freeze_backbone else s.head_warmup_steps)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(s.ema))
+                    if s.ema else None)
+        self.scaler = (torch.amp.GradScaler(self.device.type) if self.precision == "fp16"
+                       else None)
+        self.state = StepState(streams=self.world * max(1, s.workers), world=self.world)
+        self.best: dict = {}
 
-        while state.step < stop_at and state.epoch < s.epochs:
-            skip = state.batches_in_epoch
-            loader = self._loader(train_ds, state.epoch, True, skip)
-            stats = train_one_epoch(forward_model, loader, loss_fn, optimizer, scheduler,
-                                    state, self.device, precision, s.grad_accum, total,
-                                    s.log_every if distributed.is_main() else 0,
-                                    channels_last, ema, on_step, trace, self.decoder)
+    def _resume(self) -> None:
+        found = self.s.resume and self.ckpt.exists()
+        distributed.check_same_checkpoint(self._checkpoint_step() if found else None)
+        if found:
+            self._restore()
+        elif self.s.resume:
+            log.warning("--resume: no checkpoint in %s, starting afresh", self.ckpt.parent)
+
+    def _checkpoint_step(self) -> int:
+        return int(checkpoint.load(self.ckpt)["step"])
+
+    def _loop(self) -> Loop:
+        s = self.s
+        return Loop(self.loss_fn, self.optimizer, self.scheduler, self.device, self.precision,
+                    s.grad_accum, self.total, s.log_every if distributed.is_main() else 0,
+                    self.channels_last, self.ema, self.scaler, self._on_step, self.trace,
+                    self.decoder)
+
+    def _on_step(self) -> bool:
+        s, state = self.s, self.state
+        if s.head_warmup_steps and state.step == s.head_warmup_steps:
+            log.info("step %d: head warm-up done, the backbone trains too", state.step)
+        self.board.step(state.step, state.images, self.optimizer)
+        if s.checkpoint_every and state.step % s.checkpoint_every == 0:
+            self._save()
+        if s.eval_every and state.step % s.eval_every == 0:
+            self._record(self._validate(), {})
+        return state.step >= self.stop_at
+
+    def _train(self) -> None:
+        """Epochs until the last one or `--max-steps`; per-epoch evaluation and checkpoint."""
+        s, state = self.s, self.state
+        while state.step < self.stop_at and state.epoch < s.epochs:
+            loader = self._loader(self.train_ds, state.epoch, True, state.batches_in_epoch)
+            stats = train_one_epoch(self.forward_model, loader, state, self._loop())
             stats["train_loss"] = distributed.mean(stats["train_loss"], self.device)
-            errors = int(train_ds.errors.sum())
+            errors = int(self.train_ds.errors.sum())
             if errors:
                 log.warning("%d unreadable shards or samples skipped so far", errors)
-            if state.step >= stop_at and state.batches_in_epoch < per_epoch:
+            if state.step >= self.stop_at and state.batches_in_epoch < self.per_epoch:
                 break
             state.epoch += 1
             state.batches_in_epoch = 0
-            self._save(model, optimizer, scheduler, ema, state)
+            self._save()
             if not s.eval_every:
-                self._record(state, validate(), stats)
-        self._save(model, optimizer, scheduler, ema, state)
-        final = validate()
-        final.update({"step": state.step, "epoch": state.epoch, "task": task,
-                      "world_size": world, "skipped_samples": int(train_ds.errors.sum())})
+                self._record(self._validate(), stats)
+
+    def _finish(self) -> dict:
+        """The last evaluation; rank 0 exports the kept model and writes eval.json."""
+        self._save()
+        final = self._validate()
+        kept = "last"
+        if self.s.keep == "best" and self.best and final.get("mAP", -1) < self.best["mAP"]:
+            kept, final = "best", json.loads(self._best_report().read_text())
+        state = self.state
+        final.update({"step": state.step, "epoch": state.epoch, "task": self.task,
+                      "world_size": self.world,
+                      "skipped_samples": int(self.train_ds.errors.sum()),
+                      "kept": kept, "kept_step": self.best.get("step", state.step)
+                      if kept == "best" else state.step})
         if distributed.is_main():
             (self.out / "eval.json").write_text(json.dumps(final, indent=2))
-            self._export(ema.module if ema is not None else model)
+            if kept == "best":
+                self._best_weights().replace(self.out / "model.safetensors")
+                log.info("kept the model of step %d (mAP %.4f), the best evaluated",
+                         self.best["step"], self.best["mAP"])
+            else:
+                self._export(self._eval_model(), self.out / "model.safetensors")
             self._plot()
-        self.board.close()
-        if trace is not None:
-            trace.close()
         return final
+
+    def _eval_model(self):
+        return self.ema.module if self.ema is not None else self.model
+
+    def _validate(self) -> dict:
+        """Evaluate on every rank's share; rank 0 scores all rows once; all get the report."""
+        if self.val_ds is None:
+            return {}
+        distributed.broadcast_buffers(self._eval_model())
+        sc, tg, loss_sum, n = evaluate(self._eval_model(), self._loader(self.val_ds, 0, False),
+                                       self.loss_fn, self.device, self.task, self.precision,
+                                       self.channels_last)
+        loss_sum, n = distributed.total([loss_sum, n], self.device)
+        sc = distributed.gather_rows(sc, self.device)
+        tg = distributed.gather_rows(tg, self.device)
+        report: dict = {}
+        if distributed.is_main() and sc is not None and len(sc):
+            multilabel = self.task == "multilabel"
+            categories = np.array([t["category"] for t in self.tags])
+            counts = np.array([t["count"] for t in self.tags], dtype=np.float64)
+            report = score(sc, tg, categories if multilabel else None,
+                           counts if multilabel else None, self.s.threshold,
+                           self.s.min_support)
+            report["val_loss"] = loss_sum / max(n, 1)
+        report = distributed.broadcast(report)
+        self._note_best(report)
+        return report
+
+    def _note_best(self, report: dict) -> None:
+        """Remember the best evaluation (rank 0 keeps its weights and report for --keep best)."""
+        if "mAP" not in report or (self.best and report["mAP"] <= self.best["mAP"]):
+            return
+        self.best = {"mAP": report["mAP"], "step": self.state.step, "epoch": self.state.epoch}
+        if distributed.is_main() and self.s.keep == "best":
+            self._export(self._eval_model(), self._best_weights())
+            self._best_report().write_text(json.dumps(report))
+
+    def _best_weights(self) -> Path:
+        return self.out / "checkpoints" / "best.safetensors"
+
+    def _best_report(self) -> Path:
+        return self.out / "checkpoints" / "best.json"
 
     def _trace_file(self, rank: int):
         """With BOORU_TAGGER_TRACE=1 in the environment (a debugging aid), each rank lists
@@ -247,24 +333,30 @@ class Run:
         return (self.out / f"samples-rank{rank}.txt").open("a")
 
     # -- checkpoints, metrics, export -----------------------------------------------------
-    def _save(self, model, optimizer, scheduler, ema, state: StepState) -> None:
+    def _save(self) -> None:
         if not distributed.is_main():
             return
+        state = self.state
         checkpoint.save(self.ckpt, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": state.step, "epoch": state.epoch, "batches_in_epoch": state.batches_in_epoch,
             "images": state.images, "streams": state.streams, "world": state.world,
-            "rng": checkpoint.rng_state()})
+            "best": self.best, "rng": checkpoint.rng_state()})
 
-    def _restore(self, model, optimizer, scheduler, ema, state: StepState) -> None:
+    def _restore(self) -> None:
         saved = checkpoint.load(self.ckpt)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if ema is not None and saved.get("ema"):
-            ema.load_state_dict(saved["ema"])
+        state = self.state
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None and saved.get("ema"):
+            self.ema.load_state_dict(saved["ema"])
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.best = dict(saved.get("best") or {})
         state.step, state.epoch = saved["step"], saved["epoch"]
         state.batches_in_epoch, state.images = saved["batches_in_epoch"], saved["images"]
         if saved.get("streams", state.streams) != state.streams:
@@ -289,16 +381,23 @@ class Run:
             from safetensors.torch import load_file
             state = load_file(str(path))
         else:
-            state = checkpoint.load(path)["model"]
+            saved = checkpoint.load(path)
+            which = "EMA" if saved.get("ema") else "raw"
+            state = saved["model"]
+            if saved.get("ema"):        # the weights that were evaluated and exported
+                state = {k[len("module."):]: v for k, v in saved["ema"].items()
+                         if k.startswith("module.")}
+            log.info("init from %s: the %s weights", path, which)
         loaded, skipped = transfer(model, state)
         if not loaded:
             raise TrainError(f"--init-from {source}: no layer fits this model")
         log.info("init from %s: %d tensors loaded, %d skipped (%s)", path, len(loaded),
                  len(skipped), ", ".join(skipped[:4]))
 
-    def _record(self, state: StepState, report: dict, stats: dict) -> None:
+    def _record(self, report: dict, stats: dict) -> None:
         if not distributed.is_main():
             return
+        state = self.state
         row = {"step": state.step, "epoch": state.epoch, "images": state.images,
                "train_loss": stats.get("train_loss", ""), "val_loss": report.get("val_loss", ""),
                "mAP": report.get("mAP", ""),
@@ -319,12 +418,13 @@ class Run:
                      report["mAP"], report["at_threshold_micro_f1"],
                      report["at_threshold_macro_f1"])
 
-    def _export(self, model) -> None:
+    def _export(self, model, path: Path) -> None:
         from safetensors.torch import save_file
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        tmp = self.out / ".model.safetensors.tmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
         save_file(state, str(tmp), metadata={"model": self.s.model, "head": self.s.head})
-        tmp.replace(self.out / "model.safetensors")
+        tmp.replace(path)
 
     def _plot(self) -> None:
         from .plots import plot_metrics

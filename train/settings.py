@@ -35,7 +35,7 @@ class TrainSettings:
     ema: float = 0.0                     # decay of an EMA of the weights (0: off)
     # data
     image_size: int = 224
-    crop_scale: tuple[float, float] = (0.6, 1.0)
+    crop_scale: tuple[float, float] = (0.85, 1.0)   # keeps borders and objects in the picture
     trivial_augment: bool = False        # TrivialAugment without colour operations
     workers: int = 4
     shuffle_buffer: int = 2000
@@ -43,7 +43,8 @@ class TrainSettings:
     seed: int = 0
     # hardware
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
-    precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"              # auto (bf16 on CUDA if supported, else fp16 with a
+                                         # GradScaler; fp32 on CPU) | bf16 | fp16 | fp32
     channels_last: bool = True
     compile: bool = False
     device_decode: bool = False          # decode JPEGs on the training device (nvJPEG)
@@ -56,6 +57,8 @@ class TrainSettings:
     log: str = "none"                    # none | tensorboard (events in run/tensorboard/)
     max_steps: int | None = None         # stop early (the schedule still spans all epochs)
     resume: bool = False
+    keep: str = "best"                   # best | last: which model model.safetensors is
+    allow_incomplete: bool = False       # train on an unfinished shard build
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
