@@ -108,6 +108,7 @@ class ScrapeJob:
         self.bar = bar
         try:
             async with client:
+                self.writer.preload()
                 site = site_cls(client, s.base_url, TagCache(archive.db, s.site))
                 client.api_hosts = frozenset({urlsplit(site.base).netloc})
                 queue: asyncio.Queue = asyncio.Queue(maxsize=s.concurrency * 4)

@@ -6,8 +6,10 @@ attributes are its polite defaults: `rate` API requests/s and `burst` on the API
 cdn.donmai.us, Gelbooru img*.gelbooru.com, yande.re files.yande.re, safebooru.org its own
 host) for which none publishes a limit (shared/reference/booru-apis.md: Danbooru's documented
 10 requests/s is its API edge; gallery-dl, the reference client, waits between API pages only
-and downloads files without a delay); `file_rate` keeps a ceiling anyway, and `--concurrency`
-bounds the files in flight. On a site whose files come from the API host itself, file
+and downloads files without a delay); `file_rate` keeps a ceiling anyway (100/s: above what
+`--concurrency` 8 reaches at a real network's 80 ms or more per file, so the concurrency is
+the bound that acts; at 50/s it capped scrape at 3x gallery-dl on a 50 ms network, see
+docs/BENCHMARKS.md), and `--concurrency` bounds the files in flight. On a site whose files come from the API host itself, file
 requests share the API budget.
 """
 
@@ -60,7 +62,7 @@ class Site:
     base_url = ""
     rate = 2.0                      # polite API requests/s
     burst = 4
-    file_rate = 50.0                # file requests/s per file host (no site publishes one)
+    file_rate = 100.0               # file requests/s per file host (no site publishes one)
     credential_vars: tuple[str, str] = ("", "")
 
     def __init__(self, client: Client, base_url: str | None = None,
