@@ -6,10 +6,13 @@ an image; the extension comes from those bytes. A sample is stored as `<md5>-sam
 (the md5 of its original), a name no original can have.
 Bad bodies are retried (they are often transient: an error page, a cut connection); the bytes
 go to `raw/.tmp/` first and are renamed into place, so `images/` never holds a partial file.
+The md5 and the writes run on threads: the event loop keeps the other downloads moving while
+a large file is hashed or a slow disk answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import logging
@@ -100,7 +103,7 @@ async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
             problem = FetchError("html", f"an HTML page ({reply.content_type or 'no type'})")
         elif expected is not None and expected.isdigit() and int(expected) != len(data):
             problem = FetchError("size_mismatch", f"{len(data)} bytes, expected {expected}")
-        elif verify_md5 and hashlib.md5(data).hexdigest() != md5:
+        elif verify_md5 and await asyncio.to_thread(_md5, data) != md5:
             problem = FetchError("md5_mismatch", "the body's md5 differs from the site's")
         else:
             kind = sniff(data)
@@ -108,8 +111,12 @@ async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
                 raise FetchError("not_image", f"the body is {kind or 'not a known format'}")
             if claimed_ext and kind != claimed_ext:
                 log.debug("%s: the site says .%s, the bytes are .%s", url, claimed_ext, kind)
-            rel = store.put(md5, kind, data, variant)
+            rel = await asyncio.to_thread(store.put, md5, kind, data, variant)
             return Saved(rel, kind, len(data), corrected=bool(claimed_ext) and
                          kind != claimed_ext)
         log.debug("%s: %s (attempt %d)", url, problem, attempt + 1)
     raise problem
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
