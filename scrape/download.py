@@ -6,8 +6,9 @@ an image; the extension comes from those bytes. A sample is stored as `<md5>-sam
 (the md5 of its original), a name no original can have.
 Bad bodies are retried (they are often transient: an error page, a cut connection); the bytes
 go to `raw/.tmp/` first and are renamed into place, so `images/` never holds a partial file.
-The md5 and the writes run on threads: the event loop keeps the other downloads moving while
-a large file is hashed or a slow disk answers.
+The md5 runs on a thread (hashlib releases the GIL): the event loop keeps the other downloads
+moving while a large file is hashed. The write stays on the loop, so a cancelled run (Ctrl-C)
+never leaves a stored file without its row.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ async def fetch_image(client: Client, store: ImageStore, url: str, md5: str,
                 raise FetchError("not_image", f"the body is {kind or 'not a known format'}")
             if claimed_ext and kind != claimed_ext:
                 log.debug("%s: the site says .%s, the bytes are .%s", url, claimed_ext, kind)
-            rel = await asyncio.to_thread(store.put, md5, kind, data, variant)
+            rel = store.put(md5, kind, data, variant)
             return Saved(rel, kind, len(data), corrected=bool(claimed_ext) and
                          kind != claimed_ext)
         log.debug("%s: %s (attempt %d)", url, problem, attempt + 1)
