@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -185,13 +186,16 @@ def defaults(args: argparse.Namespace) -> None:
 
 
 def timed_run(emu: EmulatorThread, cmd: list[str], name: str, out: Path) -> tuple:
-    """(verified images, bad files, seconds, seconds from spawn to the first request)."""
+    """(verified images, bad files, seconds, seconds from spawn to the first request, CPU s)."""
     since = emu.emulator.log.total
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     spawned = time.time()
     seconds = run(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     first = next((e["t"] for e in emu.emulator.log.entries if e["n"] > since), float("nan"))
     good, bad = (verify_scrape if name == "scrape" else verify_gallery_dl)(emu, out)
-    return good, bad, seconds, first - spawned
+    return good, bad, seconds, first - spawned, cpu
 
 
 def _original_md5(emu: EmulatorThread, post_id: int) -> str | None:
@@ -224,14 +228,14 @@ def verify_gallery_dl(emu: EmulatorThread, folder: Path) -> tuple[int, int]:
 
 def report_defaults(results: dict[str, list[tuple]], listed: int) -> None:
     print(f"{'tool':11s} {'round':>5s} {'images':>6s} {'bad':>4s} {'s':>6s} {'images/s':>9s} "
-          f"{'first request s':>15s}")
+          f"{'first request s':>15s} {'CPU s':>6s}")
     speed = {}
     for name, runs in results.items():
-        for r, (good, bad, seconds, first) in enumerate(runs):
+        for r, (good, bad, seconds, first, cpu) in enumerate(runs):
             print(f"{name:11s} {r:5d} {good:6d} {bad:4d} {seconds:6.2f} {good / seconds:9.1f} "
-                  f"{first:15.3f}")
-        speed[name] = statistics.median(good / seconds for good, _, seconds, _ in runs)
-        start = statistics.median(first for *_, first in runs)
+                  f"{first:15.3f} {cpu:6.2f}")
+        speed[name] = statistics.median(good / seconds for good, _, seconds, *_ in runs)
+        start = statistics.median(first for *_, first, _ in runs)
         print(f"{name:11s} median {speed[name]:.1f} images/s, first request after {start:.3f} s"
               f" ({listed} image posts listed)")
     if "gallery-dl" in speed:

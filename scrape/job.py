@@ -225,6 +225,8 @@ class ScrapeJob:
         self.bar.update(1)
 
     def _progress(self) -> None:
+        if self.bar.disable:                    # -q, or no terminal: nothing to format
+            return
         st = self.summary.statuses
         failed = sum(v for k, v in st.items() if k.startswith("failed"))
         self.bar.set_postfix(listed=self.summary.listed, images=st["downloaded"],
