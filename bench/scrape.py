@@ -148,7 +148,7 @@ GALLERY_DL_IMAGES = "extension in ('jpg', 'png', 'gif', 'webp')"   # what scrape
 
 def gallery_dl_exe(given: str | None) -> str | None:
     if given:
-        return given
+        return shutil.which(given)
     near = Path(sys.executable).with_name("gallery-dl")
     return str(near) if near.exists() else shutil.which("gallery-dl")
 
@@ -157,7 +157,8 @@ def defaults(args: argparse.Namespace) -> None:
     """Both tools at their default settings against one emulator; every file checked."""
     exe = gallery_dl_exe(args.gallery_dl)
     if exe is None:
-        print("gallery-dl: skipped (not installed; `pip install gallery-dl` to compare)")
+        print(f"gallery-dl: skipped ({args.gallery_dl or 'gallery-dl'} is not installed; "
+              "`pip install gallery-dl` to compare)")
     with EmulatorThread(seed=0, posts=args.defaults_posts, image_scale=args.scale,
                         files_host=True) as emu, tempfile.TemporaryDirectory() as tmp:
         base = emu.site("danbooru")
