@@ -108,7 +108,6 @@ class ScrapeJob:
         self.bar = bar
         try:
             async with client:
-                self.writer.preload()
                 site = site_cls(client, s.base_url, TagCache(archive.db, s.site))
                 client.api_hosts = frozenset({urlsplit(site.base).netloc})
                 queue: asyncio.Queue = asyncio.Queue(maxsize=s.concurrency * 4)
@@ -142,6 +141,8 @@ class ScrapeJob:
     async def _list(self, site, queue: asyncio.Queue) -> None:
         seen = 0
         async for page in site.pages(self.s.tags):
+            if self.writer.parts == 0:          # pyarrow loads once the first request is out
+                self.writer.preload()
             for post in page:
                 seen += 1
                 self.summary.listed += 1

@@ -83,8 +83,9 @@ class PartWriter:
         self._arrow: asyncio.Task | None = None
 
     def preload(self) -> None:
-        """Load pyarrow on a thread while the network works (call on the running loop)."""
-        self._arrow = asyncio.ensure_future(asyncio.to_thread(_load_arrow))
+        """Load pyarrow on a thread while the network works (once; on the running loop)."""
+        if self._arrow is None:
+            self._arrow = asyncio.ensure_future(asyncio.to_thread(_load_arrow))
 
     def add(self, r: dict) -> None:
         self.buffer.append(r)
