@@ -16,8 +16,6 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 log = logging.getLogger(__name__)
 COLUMNS = ("site", "id", "status", "md5", "image_path", "variant", "scraped_at")
 
@@ -56,6 +54,7 @@ class Archive:
         for part in sorted(posts_dir.glob("*.parquet")):
             if part.name in known:
                 continue
+            import pyarrow.parquet as pq  # only a resumed run has parts to register
             names = pq.read_schema(part).names
             table = pq.read_table(part, columns=[c for c in COLUMNS if c in names])
             self.record(part.name, table.to_pylist())

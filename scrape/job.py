@@ -141,6 +141,8 @@ class ScrapeJob:
     async def _list(self, site, queue: asyncio.Queue) -> None:
         seen = 0
         async for page in site.pages(self.s.tags):
+            if self.writer.parts == 0:          # pyarrow loads once the first request is out
+                self.writer.preload()
             for post in page:
                 seen += 1
                 self.summary.listed += 1
@@ -224,6 +226,8 @@ class ScrapeJob:
         self.bar.update(1)
 
     def _progress(self) -> None:
+        if self.bar.disable:                    # -q, or no terminal: nothing to format
+            return
         st = self.summary.statuses
         failed = sum(v for k, v in st.items() if k.startswith("failed"))
         self.bar.set_postfix(listed=self.summary.listed, images=st["downloaded"],

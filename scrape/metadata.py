@@ -1,7 +1,8 @@
 """Posts metadata as parquet parts: rows are buffered and flushed as new, immutable parts.
 
 Schema: shared/DESIGN.md boundary 1. A part is written to a temporary name and renamed, then
-registered in the archive; parts are never rewritten.
+registered in the archive; parts are never rewritten. pyarrow loads on first use (`schema()`,
+a flush), not at import: a scrape's first request need not wait for it.
 """
 
 from __future__ import annotations
@@ -11,28 +12,43 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from .archive import Archive
 from .post import CATEGORIES, Post
 
-_TAGS = pa.list_(pa.string())
-SCHEMA = pa.schema([
-    ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("file_ext", pa.string()),
-    ("file_url", pa.string()), ("source", pa.string()), ("rating", pa.string()),
-    ("score", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
-    ("file_size", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")),
-    ("parent_id", pa.int64()), ("has_children", pa.bool_()), ("tags", _TAGS),
-    *[(f"tags_{c}", _TAGS) for c in CATEGORIES],
-    ("image_path", pa.string()), ("status", pa.string()), ("error", pa.string()),
-    # variant: which file image_path holds (original | sample); scraped_at: when this row was
-    # written. A post may have several rows (a retry, an original after a sample): the
-    # latest scraped_at is the one that counts.
-    ("variant", pa.string()), ("scraped_at", pa.timestamp("us", tz="UTC")),
-])
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@cache
+def schema() -> pa.Schema:
+    """The posts parquet schema (shared/DESIGN.md boundary 1), built on first use."""
+    import pyarrow as pa
+    tags = pa.list_(pa.string())
+    return pa.schema([
+        ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()),
+        ("file_ext", pa.string()), ("file_url", pa.string()), ("source", pa.string()),
+        ("rating", pa.string()), ("score", pa.int64()), ("width", pa.int64()),
+        ("height", pa.int64()), ("file_size", pa.int64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("parent_id", pa.int64()), ("has_children", pa.bool_()), ("tags", tags),
+        *[(f"tags_{c}", tags) for c in CATEGORIES],
+        ("image_path", pa.string()), ("status", pa.string()), ("error", pa.string()),
+        # variant: which file image_path holds (original | sample); scraped_at: when this row
+        # was written. A post may have several rows (a retry, an original after a sample): the
+        # latest scraped_at is the one that counts.
+        ("variant", pa.string()), ("scraped_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def _load_arrow() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet  # noqa: F401
+    pa.array([0])           # the first array from Python objects imports pandas (~0.5 s)
+    schema()
 
 
 def row(post: Post, status: str, image_path: str | None = None, error: str | None = None,
@@ -66,6 +82,12 @@ class PartWriter:
         self.pending: set[tuple[str, int]] = set()
         self._last = time.monotonic()
         self.parts = 0
+        self._arrow: asyncio.Task | None = None
+
+    def preload(self) -> None:
+        """Load pyarrow on a thread while the network works (once; on the running loop)."""
+        if self._arrow is None:
+            self._arrow = asyncio.ensure_future(asyncio.to_thread(_load_arrow))
 
     def add(self, r: dict) -> None:
         self.buffer.append(r)
@@ -80,6 +102,8 @@ class PartWriter:
             await self.flush()
 
     async def flush(self) -> None:
+        if self._arrow is not None:
+            await self._arrow
         rows, self.buffer = self.buffer, []
         self._last = time.monotonic()
         if not rows:
@@ -92,9 +116,11 @@ class PartWriter:
         self.parts += 1
 
     def _write(self, rows: list[dict], name: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         tmp = self.dir / f".{name}.tmp"
         try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema()), tmp)
             os.replace(tmp, self.dir / name)
         finally:
             tmp.unlink(missing_ok=True)
