@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # that the runs they share are trained once.
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: test demo lint browser bench clean
+.PHONY: test demo lint browser wd-consumer bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,20 @@ browser:
 	       && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	  || echo "no chromium: the browser tests will be skipped"
 
+# A real consumer of `train export --format wd-onnx`: dghs-imgutils, in its own venv because it
+# pins numpy<2 (tests/test_export_wd.py runs it there; the test skips without it).
+WD_VENV := .venv-wd
+$(WD_VENV)/.installed:
+	test -x $(WD_VENV)/bin/python || $(PYTHON) -m venv $(WD_VENV)
+	$(WD_VENV)/bin/python -m pip install --quiet dghs-imgutils==0.19.0 'onnxruntime>=1.22,<2' \
+	  && touch $@ || echo "no dghs-imgutils: its consumer test will be skipped"
+
+wd-consumer: $(WD_VENV)/.installed
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser wd-consumer lint
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 demo: $(STAMP)

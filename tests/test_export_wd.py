@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from train.inference import find_images, load_run, predict
 from train_fixtures import emulator_shards
 
 from train.cli import main
 from train.run import Run
 from train.settings import TrainSettings
+from train.tag.inference import find_images, load_run, predict
 from train.tag.selection import mcut_threshold
 from train.wd_export import wd_order
 
@@ -217,19 +220,36 @@ def test_multiclass_runs_are_refused(run_dir, tmp_path, capsys):
     assert "a file is there" in capsys.readouterr().err
 
 
+# dghs-imgutils pins numpy<2, so it lives in its own environment (`make wd-consumer`, part of
+# `make test`); the test runs it there as a separate program on the exported folder.
+WD_PYTHON = Path(os.environ.get("BOORU_TAGGER_WD_PYTHON",
+                                Path(__file__).resolve().parents[1] / ".venv-wd/bin/python"))
+CONSUMER = """
+import json, sys
+from imgutils.tagging import wd14
+from imgutils.utils import open_onnx_model
+model, images = sys.argv[1], sys.argv[2:]
+session = open_onnx_model(model, "cpu")
+_, side, _, _ = session.get_inputs()[0].shape
+batch = __import__("numpy").concatenate([wd14._prepare_image_for_tagging(p, side) for p in images])
+probs = session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: batch})[0]
+print(json.dumps({"probs": probs.tolist(),
+                  "mcut": [float(wd14._mcut_threshold(row[4:10])) for row in probs]}))
+"""
+
+
 def test_dghs_imgutils_runs_the_folder(wd_dir, run_dir, images):
-    wd14 = pytest.importorskip(
-        "imgutils.tagging.wd14",
-        reason="dghs-imgutils is not installed (pip install dghs-imgutils): the kohya "
-        "reference above still checks the folder")
-    from imgutils.utils import open_onnx_model
-    session = open_onnx_model(str(wd_dir / "model.onnx"), "cpu")
-    _, side, _, _ = session.get_inputs()[0].shape
-    batch = np.concatenate([wd14._prepare_image_for_tagging(str(p), side) for p in images])
-    probs = session.run([session.get_outputs()[0].name],
-                        {session.get_inputs()[0].name: batch})[0]
+    if not WD_PYTHON.exists():
+        pytest.skip(f"no dghs-imgutils environment at {WD_PYTHON} (make wd-consumer): the "
+                    "kohya reference above still checks the folder")
+    paths = [str(p) for p in find_images(images)]
+    done = subprocess.run([str(WD_PYTHON), "-c", CONSUMER, str(wd_dir / "model.onnx"), *paths],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    probs = np.array(out["probs"], dtype=np.float32)
     names = [r["name"] for r in csv.DictReader((wd_dir / "selected_tags.csv").open())]
     want = tag_scores(run_dir, find_images(images))
     assert max(float(np.abs(probs[:, j] - want[n]).max()) for j, n in enumerate(names)) < 1e-4
-    for row in probs[:, 4:10]:                                 # the general tags
-        assert mcut_threshold(row) == pytest.approx(float(wd14._mcut_threshold(row)))
+    for row, theirs in zip(probs, out["mcut"], strict=True):      # MCut over general tags
+        assert mcut_threshold(row[4:10]) == pytest.approx(theirs)
