@@ -49,46 +49,54 @@ class Exported(nn.Module):
 
 def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool = False) -> Path:
     """Write `run`'s model to `out` as ONNX (atomically). Raises TrainError."""
+    meta = {"task": run.task, "image_size": str(run.image_size), "mean": json.dumps(MEAN),
+            "std": json.dumps(STD), "input": "RGB, [0, 1], normalised, NCHW",
+            "resize": run.resize, "background": "white", "labels": json.dumps(run.names),
+            "positive": run.positive or "", "model": str(run.config.get("model"))}
+    write_onnx(Exported(run).eval().cpu(), torch.rand(TRACE_BATCH, 3, run.image_size,
+                                                      run.image_size),
+               out, ["images"], ["scores", "embedding"], opset, meta, verbose)
+    return out
+
+
+def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, inputs: list[str],
+               outputs: list[str], opset: int, meta: dict[str, str],
+               verbose: bool = False) -> None:
+    """Export `module` (whose forward takes `images`) traced on `example`, with a dynamic batch
+    axis, to `path` atomically, with `meta` in the file's metadata. Raises TrainError with one
+    line (missing packages, an opset the exporter cannot write, any exporter failure)."""
     try:
         import onnx
         import onnxscript  # noqa: F401 - torch's exporter needs it; fail here, clearly
     except ImportError as exc:
         raise TrainError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is "
-                         "missing): pip install onnx onnxscript") from None
+                         "missing): pip install 'booru-tagger[onnx]'") from None
     if opset < MIN_OPSET:
         raise TrainError(f"--opset {opset}: torch's exporter writes opset {MIN_OPSET} or newer")
-    model = Exported(run).eval().cpu()
-    example = torch.rand(TRACE_BATCH, 3, run.image_size, run.image_size)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     try:
         with quiet:
-            torch.onnx.export(model, (example,), str(tmp), dynamo=True, verbose=verbose,
-                              input_names=["images"], output_names=["scores", "embedding"],
+            torch.onnx.export(module, (example,), str(tmp), dynamo=True, verbose=verbose,
+                              input_names=inputs, output_names=outputs,
                               dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
                               opset_version=opset, external_data=False)
         proto = onnx.load(str(tmp))
         got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         if got != opset:
             raise TrainError(f"--opset {opset}: the exporter could only write opset {got}")
-        meta = {"task": run.task, "image_size": str(run.image_size), "mean": json.dumps(MEAN),
-                "std": json.dumps(STD), "input": "RGB, [0, 1], normalised, NCHW",
-                "resize": run.resize, "background": "white", "labels": json.dumps(run.names),
-                "positive": run.positive or "", "model": str(run.config.get("model"))}
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
-        tmp.replace(out)
+        tmp.replace(path)
     except TrainError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; one line each
-        raise TrainError(f"ONNX export failed: {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0][:300] if str(exc) else ''}") \
-            from None
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise TrainError(f"ONNX export failed: {type(exc).__name__}: {text}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return out
 
 
 def check_onnx(run: LoadedRun, path: Path, batch: int = TRACE_BATCH + 3) -> float | None:

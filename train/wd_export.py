@@ -19,9 +19,7 @@ written as general, the only other category those tools read.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import logging
 import sys
@@ -33,13 +31,14 @@ from torch import nn
 
 from .data import MEAN, STD
 from .errors import TrainError
+from .export import MIN_OPSET, TRACE_BATCH, write_onnx
 from .tag.inference import CHARACTER, GENERAL, RATING, LoadedRun
 
 log = logging.getLogger(__name__)
 WD_MODEL, WD_TAGS = "model.onnx", "selected_tags.csv"
 INPUT, OUTPUT = "input", "output"
 KOHYA_SIZE = 448                  # kohya's script always feeds 448 px pictures
-MIN_OPSET, TRACE_BATCH = 18, 2
+
 
 
 def wd_order(categories: list[int]) -> tuple[list[int], list[int]]:
@@ -105,42 +104,17 @@ def export_wd(run: LoadedRun, out: Path, opset: int = MIN_OPSET,
     if run.task != "multilabel":
         raise TrainError(f"--format wd-onnx: WD tools threshold independent sigmoid scores; "
                          f"this run is {run.task} (use --format onnx)")
-    try:
-        import onnx
-        import onnxscript  # noqa: F401 - torch's exporter needs it; fail here, clearly
-    except ImportError as exc:
-        raise TrainError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is "
-                         "missing): pip install onnx onnxscript") from None
-    if opset < MIN_OPSET:
-        raise TrainError(f"--opset {opset}: torch's exporter writes opset {MIN_OPSET} or newer")
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: a file is there; wd-onnx writes a folder")
     out.mkdir(exist_ok=True)
     order, wd = wd_order([int(c) for c in run.categories])
     graph = WdGraph(run, order).eval().cpu()
     size = run.image_size
-    tmp = out / f".{WD_MODEL}.tmp"
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    try:
-        with quiet:
-            torch.onnx.export(graph, (torch.rand(TRACE_BATCH, size, size, 3) * 255,), str(tmp),
-                              dynamo=True, verbose=verbose, input_names=[INPUT],
-                              output_names=[OUTPUT], opset_version=opset, external_data=False,
-                              dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
-        proto = onnx.load(str(tmp))
-        meta = {"format": "wd-onnx", "image_size": str(size), "model": str(run.config.get("model")),
-                "input": "BGR, 0-255, NHWC, padded with white to a square",
-                "labels": json.dumps([run.names[i] for i in order])}
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp))
-        tmp.replace(out / WD_MODEL)
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; one line each
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise TrainError(f"ONNX export failed: {type(exc).__name__}: {text}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    meta = {"format": "wd-onnx", "image_size": str(size), "model": str(run.config.get("model")),
+            "input": "BGR, 0-255, NHWC, padded with white to a square",
+            "labels": json.dumps([run.names[i] for i in order])}
+    write_onnx(graph, torch.rand(TRACE_BATCH, size, size, 3) * 255, out / WD_MODEL, [INPUT],
+               [OUTPUT], opset, meta, verbose)
     write_selected_tags(out / WD_TAGS, run, order, wd)
     return graph
 
