@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from shards.manifest import pattern_manifest, read_manifest
+from shards.manifest import pattern_manifest
 from shards.tags import read_tags, write_tags
 
 from . import checkpoint, distributed
@@ -32,6 +32,7 @@ from .data import (
     ShardStream,
     Targets,
     encoded_collate,
+    read_manifest,
     split_of,
     transforms,
 )
