@@ -25,9 +25,9 @@ from shards.manifest import complete as complete_manifest
 from shards.manifest import read_manifest
 
 from .errors import InputError, SettingsError
-from .hash_pass import CACHE_DIR
 from .imaging import ImageSettings
 from .shard_plan import Plan
+from .stage import STAGE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
                 "arguments to resume, or add --overwrite to rebuild")
         log.warning("--overwrite: deleting the shards in %s", out)
         clear_output(out)
-    elif any(p.name not in (LOCK, CACHE_DIR) for p in out.iterdir()):
+    elif any(p.name not in (LOCK, STAGE_DIR) for p in out.iterdir()):
         if not overwrite:
             raise InputError(f"{out} is not empty and has no {MANIFEST}; choose a new or empty "
                              "--out, or add --overwrite")
