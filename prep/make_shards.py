@@ -46,7 +46,7 @@ from .folder_input import FolderScan, folder_index, scan_folder
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
-from .shard_output import locked, manifest, prepare_output
+from .shard_output import locked, manifest, prepare_output, refuse_other_settings
 from .shard_plan import Plan, ShardSpec, plan_shards, read_posts
 from .stage import PART_ROWS, STAGE_DIR, Stage
 
@@ -118,8 +118,9 @@ def load_source(job: ShardJob) -> Source:
     return Source(scan.posts, [job.folder], counts, index, data, task, f"folder-{scan.kind}")
 
 
-def build_record(job: ShardJob, source: Source, plan: Plan) -> dict[str, Any]:
-    """The part of the manifest that must match for a rerun to resume (JSON-ready)."""
+def build_record(job: ShardJob, source: Source, plan: Plan | None) -> dict[str, Any]:
+    """The part of the manifest that must match for a rerun to resume (JSON-ready); without
+    ``plan``, all of it but the plan's fields."""
     record: dict[str, Any] = {
         "input": source.kind,
         "task": source.task,
@@ -129,9 +130,9 @@ def build_record(job: ShardJob, source: Source, plan: Plan) -> dict[str, Any]:
         "image": asdict(job.settings.image),
         "curation": job.settings.curation.record(),
         "tags_sha256": hashlib.sha256(source.tags_csv).hexdigest(),
-        "plan_sha256": plan.digest,
-        "samples": plan.counts["selected"],
     }
+    if plan is not None:
+        record.update(plan_sha256=plan.digest, samples=plan.counts["selected"])
     if job.folder and job.tags is None:
         record["folder_index"] = {"top_k": job.top_k, "min_count": job.min_count}
     return json.loads(json.dumps(record))
@@ -239,6 +240,8 @@ def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
     stage = Stage(job.out / STAGE_DIR, settings.image, keep_images=local,
                   part_rows=min(settings.samples_per_shard, PART_ROWS))
     with locked(job.out):  # the first pass already writes its stage in out/
+        if job.store is None:  # refuse other settings before the first pass, not after
+            refuse_other_settings(job.out, build_record(job, source, None), job.overwrite)
         plan = plan_shards(source.posts, source.roots, source.index, settings.samples_per_shard,
                            settings.val_fraction, settings.keep_untagged, source.counts,
                            settings.curation, _hasher(job, source.roots, stage, progress))
@@ -261,6 +264,8 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         resumed = job.store.prepare(job.out, build, job.overwrite)
     else:
         resumed = prepare_output(job.out, build, job.overwrite)
+    if stage is not None:
+        stage.forget_others()
     tags_copy = job.out / TAGS
     if not tags_copy.is_file() or sha256_file(tags_copy) != build["tags_sha256"]:
         write_bytes_atomic(tags_copy, source.tags_csv)

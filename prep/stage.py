@@ -183,12 +183,15 @@ class Stage:
         self._write(rows)
         return [f if f is not None else FileHash(None, None, None, "not hashed") for f in out]
 
-    def _load(self) -> dict[str, tuple[_Stat, tuple[str, int, Staged]]]:
-        """What earlier runs staged; other settings' stages are deleted."""
+    def forget_others(self) -> None:
+        """Delete the stages of other image settings (once this build goes ahead)."""
         if self.root.is_dir():
             for other in self.root.iterdir():
                 if other != self.directory:
                     shutil.rmtree(other, ignore_errors=True)
+
+    def _load(self) -> dict[str, tuple[_Stat, tuple[str, int, Staged]]]:
+        """What earlier runs staged with these settings."""
         known: dict[str, tuple[_Stat, tuple[str, int, Staged]]] = {}
         if not self.directory.is_dir():
             return known

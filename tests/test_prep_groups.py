@@ -67,8 +67,11 @@ def test_stage_is_reused_and_serves_the_shard_images(tmp_path):
         stage.drop_images()
         assert not stage.has(paths[0]) and stage.has(paths[2])  # failures need no bytes
         assert list(stage.results(items, pool)) == expected
-    assert Stage(tmp_path / "stage", ImageSettings(size=48)).run(paths)[0].width == 40
-    assert len(list((tmp_path / "stage").iterdir())) == 1  # other settings' stage deleted
+    other = Stage(tmp_path / "stage", ImageSettings(size=48))
+    assert other.run(paths)[0].width == 40
+    assert len(list((tmp_path / "stage").iterdir())) == 2
+    other.forget_others()
+    assert list((tmp_path / "stage").iterdir()) == [other.directory]
 
 
 def _hashes(rng, n: int) -> np.ndarray:

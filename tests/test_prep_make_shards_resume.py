@@ -155,6 +155,7 @@ def test_other_arguments_are_refused_then_overwritten(folder, reference, tmp_pat
     assert "image.size: 64 then, 48 now" in err and "image.format: 'jpg' then, 'webp' now" in err
     assert "--overwrite" in err
     assert snapshot(out) == before
+    assert len(list((out / ".stage").iterdir())) == 1  # refused before the first pass
     code, err = make_shards(capsys, "--folder", str(folder), "--out", str(out), *ARGS,
                             "--image-size", "48", "--overwrite")
     assert code == 0, err
