@@ -69,26 +69,29 @@ class Staged:
     encoded: EncodedImage | None
 
 
-def stage_item(item: Item, settings: ImageSettings) -> tuple[str, str | None, Staged]:
+_Work = tuple[str, str | None, Staged | None]
+
+
+def stage_item(item: Item, settings: ImageSettings) -> _Work:
     """ImagePool work function: prepare, hash and encode one item, as ``process_item`` would
-    (same statuses and messages); failures become a status, never an exception."""
+    (same statuses and messages); failures become a status, never an exception. A file that
+    cannot be read now gets no Staged (not kept: it may be readable at the next run)."""
     return _stage(item, settings, keep=True)
 
 
-def hash_item(item: Item, settings: ImageSettings) -> tuple[str, str | None, Staged]:
+def hash_item(item: Item, settings: ImageSettings) -> _Work:
     """:func:`stage_item` without the encoding (the shards are made elsewhere)."""
     return _stage(item, settings, keep=False)
 
 
-def _stage(item: Item, settings: ImageSettings, keep: bool) -> tuple[str, str | None, Staged]:
+def _stage(item: Item, settings: ImageSettings, keep: bool) -> _Work:
     try:
         data = Path(item[0]).read_bytes() if item[0] is not None else None
     except OSError:
         data = None
     if data is None:  # process_item words the failure (bad path, missing, unreadable)
         status, message, _ = process_item(item, settings)
-        return status, message, Staged(status, message, FileHash(None, None, None, message),
-                                       None)
+        return status, message, None
     try:
         prepared = prepare_picture(data, settings)
         found = FileHash(phash_prepared(prepared.picture, prepared.original, settings),
@@ -170,7 +173,7 @@ class Stage:
                 tqdm(total=len(todo), unit="img", desc="first pass",
                      disable=not progress) as bar:
             for i, (_, message, staged) in zip(todo, pool.map(items), strict=True):
-                if staged is None:  # a worker died on it: the shard pass tries once more
+                if staged is None:  # unreadable now, or a worker died: the shard pass retries
                     out[i] = FileHash(None, None, None, message)
                     bar.update()
                     continue

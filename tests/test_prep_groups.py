@@ -44,7 +44,11 @@ def test_first_pass_hash_survives_resizing_and_reports_bad_files(tmp_path):
     for name in ("bad.jpg", "missing.jpg"):
         status, message, bad = stage_item((str(tmp_path / name), name), settings)
         assert (status, message) == process_item((str(tmp_path / name), name), settings)[:2]
-        assert status.startswith("failed") and bad.found.phash is None and bad.found.error
+        assert status == ("failed_unsupported" if name == "bad.jpg" else "failed_missing")
+        if name == "bad.jpg":  # a broken file is staged as such, a missing one is not
+            assert bad.status == status and bad.found.phash is None and bad.found.error
+        else:
+            assert bad is None
 
 
 def test_stage_is_reused_and_serves_the_shard_images(tmp_path):
