@@ -2,15 +2,23 @@
 
     .venv/bin/python bench/phash.py                       # all three parts, ~3 min on 2 cores
     .venv/bin/python bench/phash.py --parts distances --posts 3000
+    .venv/bin/python bench/phash.py --parts cost --baseline-root /tmp/before  # + end to end
 
 1. ``distances``: pHash Hamming distances on the emulator's world (seed 0, ``--posts``,
    image scale 0.25): every re-upload child against its parent (``resized``: 50-85 % JPEG,
    ``edited``: a note drawn on it), and every pair of unrelated pictures; prints how many of
-   each fall within each threshold. The default ``--near-distance`` is read off this table.
+   each fall within each threshold, for the hash make-shards stores (of the prepared 448 px
+   picture, :func:`prep.phash.phash_prepared`) and for the hash of the full decode. The
+   default ``--near-distance`` is read off this table.
 2. ``cost``: CPU seconds per image, on ``bench/make_shards.py``'s corpus (booru-like JPEG and
    PNG, long side 1000-4000 px): ``prep.imaging.process_image`` (make-shards' per-image work),
-   the hash pass (``prep.phash.hash_file``: reduced decode + hash), and the hash alone on an
-   already decoded picture, imagehash's ``phash`` against ``prep.phash.phash_image``.
+   the extra work of near-duplicate detection before (a separate hashing pass: reduced
+   ``draft`` decode + hash, :func:`draft_hash_file`) and now (the hash of the picture the
+   first pass prepares anyway, and writing + reading back the staged image), and the hash
+   alone on a full decode (imagehash's ``phash`` against ``prep.phash.phash_image``). With
+   ``--baseline-root`` (a checkout of the code before the stage, e.g. ``git archive b7b9496``)
+   also ``prep make-shards --folder`` end to end, ``--workers 1``, CPU seconds of the command,
+   baseline and this tree interleaved over ``--rounds``.
 3. ``grouping``: ``prep.groups.near_pairs`` + ``components`` on ``--hashes`` uniform random
    64-bit hashes with 1 % planted near copies (1-3 bits flipped), at several distances.
 """
@@ -18,21 +26,50 @@
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 
 from prep.groups import components, near_pairs, popcount  # noqa: E402
-from prep.imaging import ImageSettings, process_image  # noqa: E402
-from prep.phash import from_hex, hash_file, phash_image  # noqa: E402
+from prep.imaging import (  # noqa: E402
+    ImageRejected,
+    ImageSettings,
+    prepare_picture,
+    process_image,
+)
+from prep.phash import FileHash, from_hex, phash_image, phash_prepared  # noqa: E402
+from prep.stage import Stage, stage_item  # noqa: E402
+
+
+def draft_hash_file(path: Path) -> FileHash:
+    """The hashing pass make-shards had before the stage (commit b7b9496): the header size, a
+    reduced decode (JPEG ``draft``: the DCT scale 1/2..1/8 that keeps >= 64 px), EXIF
+    orientation, then :func:`prep.phash.phash_image`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                im.draft("RGB", (64, 64))
+                im.load()
+                oriented = ImageOps.exif_transpose(im)
+                if oriented.size[0] != im.size[0] and im.size[0] != im.size[1]:
+                    width, height = height, width
+                return FileHash(phash_image(oriented), width, height)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a reason
+        return FileHash(None, None, None, f"{type(exc).__name__}: {exc}"[:200])
 
 
 def distances(posts: int, thresholds: list[int]) -> None:
@@ -43,7 +80,9 @@ def distances(posts: int, thresholds: list[int]) -> None:
 
     world = World(seed=0, n_posts=posts, image_scale=0.25)
     store = FileStore(world)
-    hashes: dict[int, str] = {}
+    settings = ImageSettings()
+    prepared: dict[int, str] = {}
+    full: dict[int, str] = {}
     kinds: dict[int, tuple[str, int]] = {}
     for b in range(world.n_blocks):
         for i in range(len(world.block(b).ids)):
@@ -51,10 +90,23 @@ def distances(posts: int, thresholds: list[int]) -> None:
             if post.file_ext not in {"jpg", "png", "gif", "webp"}:
                 continue
             data = store.get(post, "original")
+            try:
+                picture = prepare_picture(data, settings)
+            except ImageRejected:  # animated: make-shards skips it too
+                continue
+            prepared[post.id] = phash_prepared(picture.picture, picture.original, settings)
             with Image.open(io.BytesIO(data)) as im:
-                hashes[post.id] = phash_image(im)
+                full[post.id] = phash_image(im)
             if post.reupload and post.parent_id:
                 kinds[post.id] = (post.reupload, post.parent_id)
+    for name, hashes in (("the prepared 448 px picture (stored)", prepared),
+                         ("the full decode", full)):
+        print(f"\npHash of {name}:")
+        _distance_table(hashes, kinds, posts, thresholds)
+
+
+def _distance_table(hashes: dict[int, str], kinds: dict[int, tuple[str, int]], posts: int,
+                    thresholds: list[int]) -> None:
     ids = sorted(hashes)
     values, _ = from_hex([hashes[i] for i in ids])
     position = {post_id: k for k, post_id in enumerate(ids)}
@@ -97,40 +149,85 @@ def _chain_pairs(kinds: dict[int, tuple[str, int]], position: dict[int, int]) ->
     return codes
 
 
-def cost(images: int, data_dir: Path) -> None:
+def cost(images: int, data_dir: Path, baseline_root: Path | None, rounds: int) -> None:
     import imagehash
     from make_shards import corpus
 
     files = corpus(data_dir, images, seed=0)
     settings = ImageSettings()
-    timings: dict[str, list[float]] = {k: [] for k in (
-        "make-shards process_image (448 pad, JPEG q90)", "hash pass: hash_file (reduced decode)",
-        "full decode (Pillow)", "imagehash.phash on the decoded picture",
-        "prep.phash on the decoded picture",
-        "prep.phash on the 448 px array make-shards already has")}
-    names = list(timings)
+    names = ["make-shards process_image (448 pad, JPEG q90)",
+             "before: hashing pass (draft decode + hash)",
+             "now: hash of the prepared picture", "now: stage write + read back",
+             "full decode (Pillow)", "imagehash.phash on the full decode",
+             "prep.phash on the full decode"]
+    timings: dict[str, list[float]] = {k: [] for k in names}
     bits = []
-    for path in files:
-        data = path.read_bytes()
-        timings[names[0]].append(_cpu(process_image, data, settings))
-        timings[names[1]].append(_cpu(hash_file, path))
-        im = Image.open(path)
-        timings[names[2]].append(_cpu(im.load))
-        rgb = im.convert("RGB")
-        timings[names[3]].append(_cpu(imagehash.phash, rgb))
-        timings[names[4]].append(_cpu(phash_image, rgb))
-        small = rgb.resize((448, 448 * rgb.height // rgb.width), Image.Resampling.BILINEAR)
-        timings[names[5]].append(_cpu(phash_image, small))
-        values, _ = from_hex([hash_file(path).phash, str(imagehash.phash(rgb))])
-        bits.append(int(popcount(values[:1] ^ values[1:])[0]))
+    with tempfile.TemporaryDirectory(prefix="bench-phash-") as tmp:
+        stage = Stage(Path(tmp), settings)
+        staged_rows = []
+        for path in files:
+            data = path.read_bytes()
+            timings[names[0]].append(_cpu(process_image, data, settings))
+            timings[names[1]].append(_cpu(draft_hash_file, path))
+            ready = prepare_picture(data, settings)
+            timings[names[2]].append(_cpu(phash_prepared, ready.picture, ready.original,
+                                          settings))
+            staged = stage_item((str(path), path.name), settings)[2]
+            staged_rows.append((str(path), (0, 0), staged))
+            im = Image.open(path)
+            timings[names[4]].append(_cpu(im.load))
+            rgb = im.convert("RGB")
+            timings[names[5]].append(_cpu(imagehash.phash, rgb))
+            timings[names[6]].append(_cpu(phash_image, rgb))
+            values, _ = from_hex([staged.found.phash, str(imagehash.phash(rgb))])
+            bits.append(int(popcount(values[:1] ^ values[1:])[0]))
+        _stage_io(Stage(Path(tmp) / "warm-up", settings), staged_rows[:1])  # imports, first use
+        seconds = _cpu(_stage_io, stage, staged_rows)
+        timings[names[3]] = [seconds / len(files)]
     base = float(np.mean(timings[names[0]]))
     print(f"\n{len(files)} files of bench/make_shards.py's corpus, CPU ms per image\n")
     print("| step | ms/image | vs make-shards |\n|---|---:|---:|")
     for name, values in timings.items():
         mean = float(np.mean(values))
         print(f"| {name} | {mean * 1e3:.2f} | {mean / base:.1%} |")
-    print(f"\nhash_file vs imagehash.phash of the full decode: {np.mean(bits):.2f} bits apart "
-          f"on average, {max(bits)} at most")
+    now = float(np.mean(timings[names[2]]) + np.mean(timings[names[3]]))
+    print(f"| **extra for near-duplicates, before** | {np.mean(timings[names[1]]) * 1e3:.2f} | "
+          f"{np.mean(timings[names[1]]) / base:.1%} |")
+    print(f"| **extra for near-duplicates, now** | {now * 1e3:.2f} | {now / base:.1%} |")
+    print(f"\nstored hash vs imagehash.phash of the full decode: {np.mean(bits):.2f} bits "
+          f"apart on average, {max(bits)} at most")
+    if baseline_root is not None:
+        end_to_end(data_dir, baseline_root, rounds, len(files))
+
+
+def _stage_io(stage: Stage, rows: list) -> None:
+    """The staged pictures written as one part (as make-shards does) and read back."""
+    stage._write(rows)
+    for path, _, staged in rows:
+        assert stage.result(path)[2].data == staged.encoded.data
+
+
+def end_to_end(data_dir: Path, baseline_root: Path, rounds: int, images: int) -> None:
+    """``prep make-shards --folder``, ``--workers 1``: CPU seconds, baseline and this tree."""
+    runs: dict[str, list[float]] = {"before (separate hashing pass)": [],
+                                    "now (one staged first pass)": []}
+    for _ in range(rounds):
+        for name, root in zip(runs, (baseline_root, ROOT), strict=True):
+            with tempfile.TemporaryDirectory(prefix="bench-phash-") as tmp:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run([sys.executable, "-m", "prep", "make-shards", "--folder",
+                                str(data_dir), "--out", str(Path(tmp) / "out"), "--workers",
+                                "1", "-q"], check=True, cwd=root,
+                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                runs[name].append(after.ru_utime - before.ru_utime
+                                  + after.ru_stime - before.ru_stime)
+    print(f"\nprep make-shards --folder, {images} images, --workers 1, CPU s "
+          f"(median of {rounds})\n")
+    print("| code | CPU s | ms/image |\n|---|---:|---:|")
+    for name, values in runs.items():
+        median = float(np.median(values))
+        print(f"| {name} | {median:.2f} | {median / images * 1e3:.1f} |")
 
 
 def _cpu(fn, *args) -> float:
@@ -169,6 +266,11 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=40, help="corpus files (default 40)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/bench-shards"),
                         help="corpus folder shared with bench/make_shards.py")
+    parser.add_argument("--baseline-root", type=Path, default=None,
+                        help="checkout of the earlier code for the end-to-end comparison "
+                             "(default: none, skipped)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="end-to-end runs of each code (default 3)")
     parser.add_argument("--hashes", type=int, default=1_000_000,
                         help="synthetic hashes to group (default 1,000,000)")
     parser.add_argument("--distances", default="4,6,8",
@@ -178,7 +280,7 @@ def main() -> int:
     if "distances" in parts:
         distances(args.posts, [int(t) for t in args.thresholds.split(",")])
     if "cost" in parts:
-        cost(args.images, args.data_dir)
+        cost(args.images, args.data_dir, args.baseline_root, args.rounds)
     if "grouping" in parts:
         grouping(args.hashes, [int(d) for d in args.distances.split(",")])
     return 0

@@ -4,14 +4,15 @@
     prep make-shards --folder my_images/ --out shards/
 
 Flow: load the input (:mod:`.shard_plan` reads posts; :mod:`.folder_input` scans a folder and
-builds its tag index) -> lock ``out/`` -> hash pass (:mod:`.hash_pass`: a reduced decode and a
-pHash of every candidate picture, cached in ``out/.phash-cache/``) -> plan samples, groups
+builds its tag index) -> lock ``out/`` -> first pass (:mod:`.stage`: every candidate picture
+prepared, hashed and encoded once, staged in ``out/.stage/``) -> plan samples, groups
 (:mod:`.curation`), splits and shards -> check ``out/``
 (:mod:`.shard_output`: a manifest with another ``build`` record means other arguments or
 input: refuse, or clear with ``overwrite``) -> write ``tags.csv`` and a manifest marked
-incomplete -> for every shard without its ``_stats.json``, process its images in order
-(:mod:`.image_pool`, ``workers`` processes) and write it with :class:`shards.ShardWriter`
--> rewrite the manifest, complete, with the counts.
+incomplete -> for every shard without its ``_stats.json``, take its images from the stage
+(or process them: :mod:`.image_pool`, ``workers`` processes) and write it with
+:class:`shards.ShardWriter` -> rewrite the manifest, complete, with the counts -> drop the
+staged images.
 
 An interrupted run leaves finished shards under their final names and the shard in progress
 under temporary names; the same command finishes the job, redoing only unfinished shards.
@@ -42,12 +43,12 @@ from shards.writer import ShardWriter
 from .curation import SKIPPED_NEAR, Curation
 from .errors import SettingsError
 from .folder_input import FolderScan, folder_index, scan_folder
-from .hash_pass import CACHE_DIR, hash_files
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
-from .shard_output import locked, manifest, prepare_output
+from .shard_output import locked, manifest, prepare_output, refuse_other_settings
 from .shard_plan import Plan, ShardSpec, plan_shards, read_posts
+from .stage import PART_ROWS, STAGE_DIR, Stage
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ def load_source(job: ShardJob) -> Source:
     return Source(scan.posts, [job.folder], counts, index, data, task, f"folder-{scan.kind}")
 
 
-def build_record(job: ShardJob, source: Source, plan: Plan) -> dict[str, Any]:
-    """The part of the manifest that must match for a rerun to resume (JSON-ready)."""
+def build_record(job: ShardJob, source: Source, plan: Plan | None) -> dict[str, Any]:
+    """The part of the manifest that must match for a rerun to resume (JSON-ready); without
+    ``plan``, all of it but the plan's fields."""
     record: dict[str, Any] = {
         "input": source.kind,
         "task": source.task,
@@ -128,9 +130,9 @@ def build_record(job: ShardJob, source: Source, plan: Plan) -> dict[str, Any]:
         "image": asdict(job.settings.image),
         "curation": job.settings.curation.record(),
         "tags_sha256": hashlib.sha256(source.tags_csv).hexdigest(),
-        "plan_sha256": plan.digest,
-        "samples": plan.counts["selected"],
     }
+    if plan is not None:
+        record.update(plan_sha256=plan.digest, samples=plan.counts["selected"])
     if job.folder and job.tags is None:
         record["folder_index"] = {"top_k": job.top_k, "min_count": job.min_count}
     return json.loads(json.dumps(record))
@@ -186,8 +188,9 @@ def sample_of(row: dict[str, Any], result: Result, index: LabelIndex, ext: str) 
 
 
 def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: ShardJob,
-                 progress: bool = False) -> None:
-    """Process and write every shard of ``pending``, in order."""
+                 progress: bool = False, stage: Stage | None = None) -> None:
+    """Process (or take from ``stage``) the images of every shard of ``pending`` and write the
+    shards, in order."""
     out, image = job.out, job.settings.image
     if job.engine == "ray":
         from .ray_engine import write_shards_ray
@@ -199,7 +202,8 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
     total = sum(len(spec.rows) for spec in pending)
     with ImagePool(image, workers) as pool, tqdm(total=total, unit="img", desc="make-shards",
                                                  disable=not progress) as bar:
-        results = pool.map(_items(pending, plan.roots))
+        items = _items(pending, plan.roots)
+        results = stage.results(items, pool) if stage is not None else pool.map(items)
         for spec in pending:
             with ShardWriter(out / spec.split, spec.name, image_ext=image.format,
                              extra_stats={"split": spec.split}) as writer:
@@ -231,30 +235,37 @@ def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
     started = time.monotonic()
     source = load_source(job)
     settings = job.settings
-    with locked(job.out):  # the hash pass already writes its cache in out/
+    # the shards are made here, in one piece: the first pass keeps its encoded images
+    local = job.engine == "local" and job.num_nodes == 1
+    stage = Stage(job.out / STAGE_DIR, settings.image, keep_images=local,
+                  part_rows=min(settings.samples_per_shard, PART_ROWS))
+    with locked(job.out):  # the first pass already writes its stage in out/
+        if job.store is None:  # refuse other settings before the first pass, not after
+            refuse_other_settings(job.out, build_record(job, source, None), job.overwrite)
         plan = plan_shards(source.posts, source.roots, source.index, settings.samples_per_shard,
                            settings.val_fraction, settings.keep_untagged, source.counts,
-                           settings.curation, _hasher(job, source.roots, progress))
+                           settings.curation, _hasher(job, source.roots, stage, progress))
         build = build_record(job, source, plan)
-        return _build(job, source, plan, build, started, progress)
+        return _build(job, source, plan, build, started, progress, stage)
 
 
-def _hasher(job: ShardJob, roots: list[Path], progress: bool):
-    """The plan's hash pass: the FileHash of each row's picture, cached in out/.phash-cache."""
+def _hasher(job: ShardJob, roots: list[Path], stage: Stage, progress: bool):
+    """The plan's first pass: the FileHash of each row's picture, staged in out/.stage."""
     def hasher(rows: pa.Table):
         paths = [_safe_path(roots[r], p) for r, p in
                  zip(rows["root"].to_pylist(), rows["image_path"].to_pylist(), strict=True)]
-        return hash_files(paths, job.out / CACHE_DIR, job.settings.image,
-                          job.workers or default_workers(), progress)
+        return stage.run(paths, job.workers or default_workers(), progress)
     return hasher
 
 
 def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], started: float,
-           progress: bool) -> ShardReport:
+           progress: bool, stage: Stage | None = None) -> ShardReport:
     if job.store is not None:
         resumed = job.store.prepare(job.out, build, job.overwrite)
     else:
         resumed = prepare_output(job.out, build, job.overwrite)
+    if stage is not None:
+        stage.forget_others()
     tags_copy = job.out / TAGS
     if not tags_copy.is_file() or sha256_file(tags_copy) != build["tags_sha256"]:
         write_bytes_atomic(tags_copy, source.tags_csv)
@@ -270,7 +281,7 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
     if resumed:
         log.info("resuming: %d of %d shards already done", len(plan.shards) - len(pending),
                  len(plan.shards))
-    write_shards(pending, plan, source.index, job, progress)
+    write_shards(pending, plan, source.index, job, progress, stage)
     if job.num_nodes > 1:       # one part of a split build: `prep merge-shards` completes it
         part = _manifest(job, source, plan, build, complete=False)
         part["partition"] = {"node_rank": job.node_rank, "num_nodes": job.num_nodes,
@@ -280,6 +291,8 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
                            time.monotonic() - started)
     final = _manifest(job, source, plan, build, complete=True)
     write_manifest(job.out, final)
+    if stage is not None:
+        stage.drop_images()
     if job.store is not None:
         job.store.finish(job.out)
     seconds = time.monotonic() - started

@@ -8,23 +8,22 @@ is already decoded small costs a few tens of microseconds to hash (docs/BENCHMAR
 both; ``tests/test_prep_phash.py`` checks the bits against imagehash). The hash is stored as 16
 lowercase hex characters, the form of ``str(imagehash.phash(im))``.
 
-:func:`hash_file` is the cheap first pass of ``make-shards``: it reads the header size, asks
-Pillow for a reduced decode (JPEG ``draft``: the DCT scale 1/2..1/8 that keeps >= 64 px),
-applies EXIF orientation, puts transparency onto white (as the shards do) and hashes.
+:func:`phash_prepared` is what ``make-shards`` stores: the hash of the picture region of the
+shard image it prepares anyway (resized, oriented, alpha on white; the padding left out), so
+hashing adds no decode (:mod:`.stage`).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from .imaging import ImageSettings, plan_geometry
 
 HASH_SIZE = 8
 IMAGE_SIZE = HASH_SIZE * 4  # imagehash's highfreq_factor 4
-DRAFT_SIDE = 64  # reduced decode keeps at least this many pixels per side
 _N = np.arange(IMAGE_SIZE)
 # scipy.fftpack.dct type II, unnormalised: y[k] = 2 sum_n x[n] cos(pi k (2n + 1) / 2N)
 _DCT = 2.0 * np.cos(np.pi * np.arange(HASH_SIZE)[:, None] * (2 * _N[None, :] + 1)
@@ -34,7 +33,7 @@ _WEIGHTS = 1 << np.arange(63, -1, -1, dtype=np.uint64)
 
 @dataclass(frozen=True)
 class FileHash:
-    """One file's first pass: hash (None when unreadable), oriented size, and why not."""
+    """One picture's hash (None when unreadable), oriented original size, and why not."""
 
     phash: str | None
     width: int | None
@@ -99,22 +98,12 @@ def phash_image(im: Image.Image) -> str:
     return to_hex(phash_int(im))
 
 
-def hash_file(path: str | Path | None, max_pixels: int = 100_000_000) -> FileHash:
-    """Hash one image file with a reduced decode. Never raises for a bad file."""
-    if path is None:
-        return FileHash(None, None, None, "unsafe image_path")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    return FileHash(None, width, height, "too many pixels")
-                im.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
-                im.load()
-                oriented = ImageOps.exif_transpose(im)
-                if oriented.size[0] != im.size[0] and im.size[0] != im.size[1]:
-                    width, height = height, width
-                return FileHash(phash_image(oriented), width, height)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a reason
-        return FileHash(None, None, None, f"{type(exc).__name__}: {exc}"[:200])
+def phash_prepared(picture: Image.Image, original: tuple[int, int],
+                   settings: ImageSettings) -> str:
+    """The hex pHash of a prepared shard picture (``prep.imaging.prepare_picture``) of an
+    ``original`` (oriented) size: the picture region only, without the padding."""
+    geometry = plan_geometry(*original, settings)
+    (x, y), (w, h) = geometry.offset, geometry.scaled
+    if picture.size != (w, h):
+        picture = picture.crop((x, y, x + w, y + h))
+    return phash_image(picture)

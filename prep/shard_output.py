@@ -25,9 +25,9 @@ from shards.manifest import complete as complete_manifest
 from shards.manifest import read_manifest
 
 from .errors import InputError, SettingsError
-from .hash_pass import CACHE_DIR
 from .imaging import ImageSettings
 from .shard_plan import Plan
+from .stage import STAGE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,33 @@ def clear_output(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+INPUT_FIELDS = ("tags_sha256", "plan_sha256", "samples")  # the build record's input side
+
+
+def refuse_other_settings(out: Path, build: dict[str, Any], overwrite: bool) -> None:
+    """Before the first pass (which decodes every picture): raise SettingsError when ``out``
+    holds shards built with other settings than ``build`` (a build record; INPUT_FIELDS are
+    not compared), unless ``overwrite``. Anything else is left to :func:`prepare_output`."""
+    if overwrite or not (out / MANIFEST).is_file():
+        return
+    try:
+        old = read_manifest(out)
+    except ManifestError:
+        return
+    if old.get("format") != FORMAT_NAME or not isinstance(old.get("build"), dict):
+        return
+    before, now = ({k: v for k, v in record.items() if k not in INPUT_FIELDS}
+                   for record in (old["build"], build))
+    if before != now:
+        raise _other_build(out, before, now)
+
+
+def _other_build(out: Path, old: dict[str, Any], new: dict[str, Any]) -> SettingsError:
+    return SettingsError(f"{out} holds shards built differently: "
+                         f"{describe_difference(old, new)}. Rerun with the original "
+                         "arguments to resume, or add --overwrite to rebuild")
+
+
 def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
     """Make the (locked, existing) ``out`` ready; True when it resumes the same build.
 
@@ -108,13 +135,10 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
             if old.get("format") != FORMAT_NAME or not isinstance(old.get("build"), dict):
                 raise InputError(f"{manifest} is not a shard manifest; choose another --out "
                                  "or add --overwrite")
-            raise SettingsError(
-                f"{out} holds shards built differently: "
-                f"{describe_difference(old['build'], build)}. Rerun with the original "
-                "arguments to resume, or add --overwrite to rebuild")
+            raise _other_build(out, old["build"], build)
         log.warning("--overwrite: deleting the shards in %s", out)
         clear_output(out)
-    elif any(p.name not in (LOCK, CACHE_DIR) for p in out.iterdir()):
+    elif any(p.name not in (LOCK, STAGE_DIR) for p in out.iterdir()):
         if not overwrite:
             raise InputError(f"{out} is not empty and has no {MANIFEST}; choose a new or empty "
                              "--out, or add --overwrite")

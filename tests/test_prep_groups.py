@@ -1,4 +1,5 @@
-"""pHash against imagehash, multi-index near pairs against all pairs, components, families."""
+"""pHash against imagehash, the first pass (stage), multi-index near pairs against all
+pairs, components, families."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from PIL import Image
 
 from prep.curation import _near_duplicates
 from prep.groups import components, group_posts, near_pairs, popcount
-from prep.hash_pass import hash_files
-from prep.imaging import ImageSettings
-from prep.phash import from_hex, hash_file, phash_image
+from prep.image_pool import ImagePool, process_item
+from prep.imaging import ImageSettings, process_file
+from prep.phash import from_hex, phash_image
+from prep.stage import Stage, hash_item, stage_item
 
 
 def test_phash_is_imagehash_phash():
@@ -23,30 +25,57 @@ def test_phash_is_imagehash_phash():
         assert phash_image(im) == str(imagehash.phash(im))
 
 
-def test_hash_file_survives_resizing_and_reports_bad_files(tmp_path):
+def test_first_pass_hash_survives_resizing_and_reports_bad_files(tmp_path):
     rng = np.random.default_rng(1)
     base = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((24, 24, 1))).astype(np.uint8)
     big = Image.fromarray(base)
     big.save(tmp_path / "big.jpg", quality=92)
     big.resize((120, 120), Image.Resampling.BICUBIC).save(tmp_path / "small.png")
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    a, b = hash_file(tmp_path / "big.jpg"), hash_file(tmp_path / "small.png")
-    assert (a.width, a.height, b.width, b.height) == (192, 192, 120, 120)
-    values, valid = from_hex([a.phash, b.phash])
-    assert valid.all() and popcount(values[:1] ^ values[1:])[0] <= 2
-    bad = hash_file(tmp_path / "bad.jpg")
-    assert bad.phash is None and bad.error
+    settings = ImageSettings(size=64)
+    (_, _, a), (_, _, b) = (stage_item((str(tmp_path / n), n), settings)
+                            for n in ("big.jpg", "small.png"))
+    assert (a.found.width, a.found.height, b.found.width, b.found.height) == (192, 192, 120, 120)
+    values, valid = from_hex([a.found.phash, b.found.phash, str(imagehash.phash(big))])
+    assert valid.all() and popcount(values[:1] ^ values[1:2])[0] <= 2
+    assert popcount(values[:1] ^ values[2:])[0] <= 4  # imagehash of the full picture
+    assert a.encoded == process_file(tmp_path / "big.jpg", settings)  # the shard's bytes
+    assert hash_item((str(tmp_path / "big.jpg"), ""), settings)[2].found == a.found
+    for name in ("bad.jpg", "missing.jpg"):
+        status, message, bad = stage_item((str(tmp_path / name), name), settings)
+        assert (status, message) == process_item((str(tmp_path / name), name), settings)[:2]
+        assert status == ("failed_unsupported" if name == "bad.jpg" else "failed_missing")
+        if name == "bad.jpg":  # a broken file is staged as such, a missing one is not
+            assert bad.status == status and bad.found.phash is None and bad.found.error
+        else:
+            assert bad is None
 
 
-def test_hash_cache_is_reused(tmp_path):
+def test_stage_is_reused_and_serves_the_shard_images(tmp_path):
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
-    paths = [str(tmp_path / "a.png"), None]
-    first = hash_files(paths, tmp_path / "cache", ImageSettings())
-    assert first[0].width == 40 and first[1].phash is None
-    assert len(list((tmp_path / "cache").glob("part-*.feather"))) == 1
-    again = hash_files(paths, tmp_path / "cache", ImageSettings())
-    assert again == first
-    assert len(list((tmp_path / "cache").glob("part-*.feather"))) == 1  # nothing new hashed
+    (tmp_path / "b.png").write_bytes(b"broken")
+    settings = ImageSettings(size=32)
+    paths = [str(tmp_path / "a.png"), None, str(tmp_path / "b.png")]
+    first = Stage(tmp_path / "stage", settings).run(paths)
+    assert first[0].width == 40 and first[1].phash is None and first[2].phash is None
+    parts = sorted((tmp_path / "stage").rglob("part-*"))
+    assert sorted(p.name.split(".", 1)[1] for p in parts) == ["feather", "images.feather"]
+    stage = Stage(tmp_path / "stage", settings)
+    assert stage.run(paths) == first
+    assert sorted((tmp_path / "stage").rglob("part-*")) == parts  # nothing new prepared
+    items = [(p, p or "x") for p in paths + [str(tmp_path / "c.png")]]
+    with ImagePool(settings) as pool:
+        expected = list(pool.map(items))
+        assert list(stage.results(items, pool)) == expected
+        assert stage.has(paths[0]) and stage.has(paths[2]) and not stage.has(None)
+        stage.drop_images()
+        assert not stage.has(paths[0]) and stage.has(paths[2])  # failures need no bytes
+        assert list(stage.results(items, pool)) == expected
+    other = Stage(tmp_path / "stage", ImageSettings(size=48))
+    assert other.run(paths)[0].width == 40
+    assert len(list((tmp_path / "stage").iterdir())) == 2
+    other.forget_others()
+    assert list((tmp_path / "stage").iterdir()) == [other.directory]
 
 
 def _hashes(rng, n: int) -> np.ndarray:

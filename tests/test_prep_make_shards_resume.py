@@ -1,4 +1,5 @@
-"""make-shards: identical bytes on every run, kill -9 then resume, and refusing to mix builds."""
+"""make-shards: identical bytes on every run, kill -9 (in the first pass or the shards) then
+resume, and refusing to mix builds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,15 +70,13 @@ def test_same_input_same_bytes_whatever_the_workers(folder, reference, tmp_path,
         assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes()
 
 
-def test_kill_9_then_resume_finishes_with_identical_shards(folder, reference, tmp_path):
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "prep", "make-shards", "--folder", str(folder), "--out",
-               str(out), "--image-size", "64", "--workers", "2", *ARGS, "-q"]
+def _kill_when(command: list[str], ready) -> list[int]:
+    """Start ``command``, SIGKILL it (not its workers) once ``ready()``; its worker pids."""
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not list(out.glob("*/*_stats.json")) and process.poll() is None:
-        assert time.monotonic() < deadline, "no shard finished within 60 s"
+    while not ready() and process.poll() is None:
+        assert time.monotonic() < deadline, "not ready within 60 s"
         time.sleep(0.002)
     workers = children(process.pid)
     process.kill()  # SIGKILL to the main process only
@@ -90,6 +90,38 @@ def test_kill_9_then_resume_finishes_with_identical_shards(folder, reference, tm
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+    return workers
+
+
+def _command(out: Path, folder: Path) -> list[str]:
+    return [sys.executable, "-m", "prep", "make-shards", "--folder", str(folder), "--out",
+            str(out), "--image-size", "64", "--workers", "2", *ARGS, "-v"]
+
+
+def test_kill_9_in_the_first_pass_then_resume(folder, reference, tmp_path):
+    out = tmp_path / "out"
+    command = _command(out, folder)
+    _kill_when(command, lambda: list(out.glob(".stage/*/part-*[0-9a-f].feather")))
+    staged = len(list(out.glob(".stage/*/part-*[0-9a-f].feather")))
+    assert not list(out.glob("*/*_stats.json"))  # no shard before the split is known
+
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"first pass: {4 * staged} of 40 pictures staged before" in rerun.stderr
+    assert snapshot(out) == snapshot(reference)
+    assert json.loads((out / "manifest.json").read_text()) == json.loads(
+        (reference / "manifest.json").read_text())
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.images.feather"))
+
+
+def test_kill_9_in_the_shards_then_resume(folder, reference, tmp_path):
+    """The stage of a finished build keeps hashes, not images: seeded with it, this run
+    decodes every picture again in the shard pass, which is killed half way."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(reference / ".stage", out / ".stage")
+    command = _command(out, folder)
+    _kill_when(command, lambda: list(out.glob("*/*_stats.json")))
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False
@@ -100,9 +132,9 @@ def test_kill_9_then_resume_finishes_with_identical_shards(folder, reference, tm
         assert data == expected[name], name
     kept = {p: p.stat().st_mtime_ns for p in out.glob("train/*") if p.stem[:5] in done}
 
-    rerun = subprocess.run(command[:-1] + ["-v"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120)
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
+    assert "first pass: 40 of 40 pictures staged before" in rerun.stderr
     assert f"resuming: {len(done)} of 11 shards already done" in rerun.stderr
     assert snapshot(out) == expected
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # done shards were not rewritten
@@ -123,6 +155,7 @@ def test_other_arguments_are_refused_then_overwritten(folder, reference, tmp_pat
     assert "image.size: 64 then, 48 now" in err and "image.format: 'jpg' then, 'webp' now" in err
     assert "--overwrite" in err
     assert snapshot(out) == before
+    assert len(list((out / ".stage").iterdir())) == 1  # refused before the first pass
     code, err = make_shards(capsys, "--folder", str(folder), "--out", str(out), *ARGS,
                             "--image-size", "48", "--overwrite")
     assert code == 0, err
