@@ -10,6 +10,7 @@ imported, never this checkout.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -34,9 +35,12 @@ COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-i
 pytestmark = pytest.mark.slow
 
 
-def _run(args, cwd, **kw) -> subprocess.CompletedProcess:
+def _run(args, cwd) -> subprocess.CompletedProcess:
+    """Run a command of a fresh environment; PYTHONPATH is cleared so that only what is
+    installed there can be imported."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, **kw)
+                          timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")
