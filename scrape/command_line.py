@@ -34,7 +34,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (action.default in (None, argparse.SUPPRESS, "", [], ()) or "default" in text
+        if (isinstance(action, _Deprecated) or "default" in text
+                or action.default in (None, argparse.SUPPRESS, "", [], ())
                 or action.nargs == 0 and action.default is False):
             return text
         return super()._get_help_string(action)
