@@ -333,7 +333,8 @@ def run_make_shards(args: argparse.Namespace) -> int:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and its subparsers by command name."""
     parser = argparse.ArgumentParser(
-        prog="prep", description="Prepare scraped posts for training: tag index, shards.",
+        prog="prep", description="Prepare scraped posts for training: tag index, shards. "
+        "`prep COMMAND --help` shows a command's options and their defaults.",
         formatter_class=HelpFormatter,
     )
     _common_options(parser, None)

@@ -89,7 +89,7 @@ def add_merge_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="the merged shards folder (required)")
     parser.add_argument("--move", action="store_true", help="move the files instead of "
-                        "copying them")
+                        "copying them (default: copy)")
     parser.set_defaults(handler=_run)
     return parser
 
