@@ -16,12 +16,12 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from train.inference import find_images, load_run, predict
 from train_fixtures import emulator_shards
 
 from train.cli import main
 from train.run import Run
 from train.settings import TrainSettings
+from train.tag.inference import find_images, load_run, predict
 from train.tag.selection import mcut_threshold
 from train.wd_export import wd_order
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from train.inference import Tag
 
 from train.errors import TrainError
+from train.tag.inference import Tag
 from train.tag.selection import (
     Picker,
     add_selection_flags,
