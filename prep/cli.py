@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import textwrap
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from scrape.logs import configure_logging
+from scrape.command_line import HelpFormatter, add_config_option, run_main
 from shards.storage import StorageError
 
 from .curation import DEDUPE_POLICIES, NEAR_DISTANCE, Curation
 from .errors import PrepError, SettingsError
 from .filters import Filters, parse_ratings
 from .folder_input import FOLDER_KINDS
+from .image_pool import default_workers
 from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
 from .make_shards import ShardJob, ShardSettings, make_shards, shards_summary
 from .make_tag_index import TagIndexJob, make_tag_index
@@ -65,8 +64,20 @@ def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
                         help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", default=default,
                         help="only log warnings and errors; no progress bars or summary")
-    parser.add_argument("--config", metavar="FILE.toml", default=default,
-                        help="read option values from a TOML file (flags override)")
+    add_config_option(parser, default)
+
+
+def workers_option(text: str) -> int | str:
+    """``--workers``: ``auto`` (one per CPU) or a count, 0 meaning the main process."""
+    if text == "auto":
+        return text
+    return _int_at_least(0)(text)
+
+
+def resolve_workers(workers: int | str) -> int:
+    """What the pools take: ``auto`` -> one per CPU; 0 -> 1, which they run in this process
+    (one worker process would only add the cost of the pipe)."""
+    return default_workers() if workers == "auto" else max(1, int(workers))
 
 
 def add_make_tag_index(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -82,7 +93,7 @@ def add_make_tag_index(commands: argparse._SubParsersAction) -> argparse.Argumen
         "(tags.csv -> tags.report.json, tags.report.png). Only posts with status 'downloaded' "
         "count unless --all-posts; input without a status column counts every row.",
         epilog=f"default --exclude list (meta tags; --no-default-exclude drops it):\n{excluded}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _common_options(parser, argparse.SUPPRESS)
     parser.add_argument("--posts", nargs="+", required=True, metavar="PATH",
@@ -90,29 +101,28 @@ def add_make_tag_index(commands: argparse._SubParsersAction) -> argparse.Argumen
                         "or a .parquet / .jsonl file")
     parser.add_argument("--out", required=True, metavar="tags.csv", help="output CSV path")
     parser.add_argument("--top-k", type=_int_at_least(0), default=5000,
-                        help="number of tags to keep, rating labels not included; 0 keeps all "
-                        "(default: %(default)s)")
+                        help="number of tags to keep, rating labels not included; 0 keeps all")
     parser.add_argument("--min-count", type=_int_at_least(1), default=1,
-                        help="drop tags on fewer counted posts (default: %(default)s)")
+                        help="drop tags on fewer counted posts")
     parser.add_argument("--categories", default=",".join(DEFAULT_CATEGORIES),
                         help="comma list of categories to keep: general, character, copyright, "
-                        "artist, meta (default: %(default)s)")
+                        "artist, meta")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE|TAGS",
                         help="tags to leave out: a file with one tag per line, or a comma list; "
                         "repeatable; added to the default list below")
     parser.add_argument("--no-default-exclude", action="store_true",
                         help="do not exclude the default meta tags")
     parser.add_argument("--min-tags-per-post", type=_int_at_least(0), default=0,
-                        help="posts with fewer tags do not count (default: %(default)s)")
+                        help="posts with fewer tags do not count")
     parser.add_argument("--include-ratings", action="store_true",
                         help="put the rating labels general, sensitive, questionable, explicit "
                         "(category 9) first, as in the WD taggers")
     parser.add_argument("--all-posts", action="store_true",
                         help="count every post, not only those with status 'downloaded'")
-    parser.add_argument("--workers", type=_int_at_least(0), default=0,
-                        help="reader threads; 0 = one per CPU (default: %(default)s)")
+    parser.add_argument("--workers", type=workers_option, default="auto", metavar="auto|N",
+                        help="reader threads: auto = one per CPU; 0 = one at a time")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=65_536,
-                        help="posts per record batch (default: %(default)s)")
+                        help="posts per record batch")
     parser.set_defaults(handler=run_make_tag_index)
     return parser
 
@@ -123,7 +133,7 @@ def run_make_tag_index(args: argparse.Namespace) -> int:
         posts=tuple(Path(p) for p in args.posts),
         out=Path(args.out),
         count=CountSettings(all_posts=args.all_posts, min_tags_per_post=args.min_tags_per_post,
-                            batch_size=args.batch_size, workers=args.workers),
+                            batch_size=args.batch_size, workers=resolve_workers(args.workers)),
         index=IndexSettings(
             top_k=args.top_k, min_count=args.min_count,
             categories=parse_categories(args.categories),
@@ -177,7 +187,7 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
         epilog="examples:\n  prep make-shards --posts raw/ --tags tags.csv --out shards/\n"
         "  prep make-shards --folder pets/ --out pet-shards/ --image-size 256 --resize-mode "
         "center_crop",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _common_options(parser, argparse.SUPPRESS)
     source = parser.add_argument_group("input (--posts with --tags, or --folder)")
@@ -190,14 +200,11 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     source.add_argument("--folder", metavar="DIR",
                         help="images in class subfolders, or beside .txt caption files")
     source.add_argument("--folder-kind", choices=FOLDER_KINDS, default="auto",
-                        help="folder layout; auto = captions when any image has a .txt "
-                        "(default: %(default)s)")
+                        help="folder layout; auto = captions when any image has a .txt")
     source.add_argument("--top-k", type=_int_at_least(0), default=0,
-                        help="folder tag index: keep the K most frequent labels; 0 keeps all "
-                        "(default: %(default)s)")
+                        help="folder tag index: keep the K most frequent labels; 0 keeps all")
     source.add_argument("--min-count", type=_int_at_least(1), default=1,
-                        help="folder tag index: drop labels on fewer images "
-                        "(default: %(default)s)")
+                        help="folder tag index: drop labels on fewer images")
     source.add_argument("--images-root", metavar="DIR",
                         help="directory image_path is relative to (default: the scrape dir "
                         "holding posts/, else the posts file's dir)")
@@ -207,40 +214,39 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
                         "as they finish, the manifest last)")
     image = parser.add_argument_group("images")
     image.add_argument("--image-size", type=_int_at_least(8), default=defaults.size,
-                       help="target side in pixels (default: %(default)s)")
+                       help="target side in pixels")
     image.add_argument("--resize-mode", choices=RESIZE_MODES, default=defaults.resize_mode,
                        help="pad: longest side to --image-size, padded to a white square; "
                        "keep_ratio: shortest side to --image-size; center_crop: shortest side, "
-                       "then the centre square; none: keep the size (default: %(default)s)")
+                       "then the centre square; none: keep the size")
     image.add_argument("--no-upscale", action="store_true",
                        help="never enlarge images smaller than the target")
     image.add_argument("--format", choices=FORMATS, default=defaults.format,
                        help="stored image format; jpg is 4:2:0 and decodes 3-4x faster than "
-                       "webp (default: %(default)s)")
+                       "webp")
     image.add_argument("--quality", type=_int_between(1, 100), default=defaults.quality,
-                       help="JPEG / WebP quality (default: %(default)s)")
+                       help="JPEG / WebP quality")
     image.add_argument("--max-pixels", type=_int_at_least(1), default=defaults.max_pixels,
                        help="refuse images whose header says more pixels, before decoding "
-                       "(decompression bombs) (default: %(default)s)")
+                       "(decompression bombs)")
     image.add_argument("--animated", choices=ANIMATED_POLICIES, default=defaults.animated,
                        help="animated GIF/WebP/PNG: record as skipped_animated, or keep the "
-                       "first frame (default: %(default)s)")
+                       "first frame")
     parser.add_argument("--samples-per-shard", type=_int_at_least(1), default=10_000,
-                        help="samples per shard (default: %(default)s)")
+                        help="samples per shard")
     parser.add_argument("--val-fraction", type=_fraction, default=0.02,
                         help="share of posts in val, by a hash of the (site, id) anchoring "
-                        "each post's family/near-duplicate group (default: %(default)s)")
+                        "each post's family/near-duplicate group")
     _curation_options(parser)
     parser.add_argument("--keep-untagged", action="store_true",
                         help="keep posts none of whose tags is in the index")
-    parser.add_argument("--workers", type=_int_at_least(0), default=0,
-                        help="image processes; 0 = one per CPU, 1 = no pool "
-                        "(default: %(default)s)")
+    parser.add_argument("--workers", type=workers_option, default="auto", metavar="auto|N",
+                        help="image processes: auto = one per CPU; 0 = in the main process")
     parser.add_argument("--num-nodes", type=_int_at_least(1), default=1,
                         help="split the build across machines: each builds every N-th shard "
                         "into its own --out, then `prep merge-shards` joins them")
     parser.add_argument("--node-rank", type=_int_at_least(0), default=0,
-                        help="this machine's part, 0..N-1 (default: %(default)s)")
+                        help="this machine's part, 0..N-1")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete shards in --out built with other arguments or input")
     add_scale_options(parser)
@@ -271,13 +277,13 @@ def _curation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dedupe", choices=DEDUPE_POLICIES, default="exact",
                        help="none; exact: drop repeated md5s; near: also keep one picture per "
                        "pHash group (the largest, then highest score), the others recorded as "
-                       "skipped_near_duplicate (default: %(default)s)")
+                       "skipped_near_duplicate")
     group.add_argument("--near-distance", type=_int_between(0, 16), default=NEAR_DISTANCE,
                        metavar="BITS", help="pHash bits (of 64) within which pictures are "
-                       "near-duplicates (default: %(default)s)")
+                       "near-duplicates")
     group.add_argument("--min-side", type=_int_at_least(0), default=0, metavar="PX",
                        help="leave out pictures whose shorter side is below PX "
-                       "(default: %(default)s, off)")
+                       "(0: off)")
     group.add_argument("--max-aspect", type=_aspect, default=0.0, metavar="R",
                        help="leave out pictures whose long side is more than R times the "
                        "short side (default: off)")
@@ -312,7 +318,7 @@ def run_make_shards(args: argparse.Namespace) -> int:
                                 max_pixels=args.max_pixels, animated=args.animated,
                                 upscale=not args.no_upscale),
         ),
-        workers=args.workers, overwrite=args.overwrite,
+        workers=resolve_workers(args.workers), overwrite=args.overwrite,
         node_rank=args.node_rank, num_nodes=args.num_nodes,
         **scale_options(args),
     )
@@ -327,7 +333,9 @@ def run_make_shards(args: argparse.Namespace) -> int:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and its subparsers by command name."""
     parser = argparse.ArgumentParser(
-        prog="prep", description="Prepare scraped posts for training: tag index, shards."
+        prog="prep", description="Prepare scraped posts for training: tag index, shards. "
+        "`prep COMMAND --help` shows a command's options and their defaults.",
+        formatter_class=HelpFormatter,
     )
     _common_options(parser, None)
     parser.set_defaults(verbose=False, quiet=False)
@@ -339,65 +347,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, subparsers
 
 
-def _apply_config(path: str, sub: argparse.ArgumentParser) -> None:
-    """Make the values of a TOML file the defaults of ``sub``. Raises SettingsError."""
-    try:
-        values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"cannot read config {path}: {exc}") from exc
-    known = {a.dest for a in sub._actions} - {"help", "config"}
-    settings = {key.replace("-", "_"): value for key, value in values.items()}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise SettingsError(f"unknown key(s) in {path}: {', '.join(unknown)}")
-    for action in sub._actions:
-        if action.dest not in settings:
-            continue
-        value = settings[action.dest]
-        if isinstance(action, argparse._StoreTrueAction):
-            if not isinstance(value, bool):
-                raise SettingsError(f"{path}: {action.dest} must be true or false")
-        elif action.nargs == "+" or isinstance(action, argparse._AppendAction):
-            value = [str(v) for v in (value if isinstance(value, list) else [value])]
-        elif isinstance(value, list):  # categories = ["general", "character"]
-            value = ",".join(str(v) for v in value)
-        else:
-            value = str(value)  # argparse runs the option's type check on string defaults
-        settings[action.dest] = value
-        action.required = False
-    sub.set_defaults(**settings)
-
-
-def _config_path(argv: list[str]) -> str | None:
-    """The value of ``--config`` wherever it appears (it must be known before parsing)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    return known.config
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the prep command line; returns the exit code (0 ok, 2 usage or input error)."""
     parser, subparsers = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        config = _config_path(argv)
-        if config:
-            command = next((a for a in argv if a in subparsers), None)
-            if command is not None:
-                _apply_config(config, subparsers[command])
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse printed the usage and the message
-        return exc.code if isinstance(exc.code, int) else 2
-    except PrepError as exc:
-        print(f"prep: error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(args.verbose, args.quiet)
-    try:
-        return args.handler(args)
-    except (PrepError, StorageError) as exc:
-        print(f"prep: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prep: interrupted", file=sys.stderr)
-        return 130
+    return run_main("prep", parser, argv, lambda args: args.handler(args),
+                    (PrepError, StorageError), subparsers=subparsers)

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from scrape.command_line import HelpFormatter
 from shards.errors import ManifestError
 from shards.format import TAGS, ShardPaths, sha256_file
 from shards.manifest import complete, read_manifest, write_manifest
@@ -82,11 +83,13 @@ def _transfer(src: Path, dst: Path, move: bool) -> None:
 def add_merge_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = commands.add_parser("merge-shards", help="join the parts of a make-shards build "
                                  "split across machines (--num-nodes)", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", required=True, metavar="DIR")
-    parser.add_argument("--out", required=True, metavar="DIR")
+                                 formatter_class=HelpFormatter)
+    parser.add_argument("--parts", nargs="+", required=True, metavar="DIR",
+                        help="the --out folders of the make-shards nodes (required)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the merged shards folder (required)")
     parser.add_argument("--move", action="store_true", help="move the files instead of "
-                        "copying them")
+                        "copying them (default: copy)")
     parser.set_defaults(handler=_run)
     return parser
 

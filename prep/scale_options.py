@@ -25,8 +25,7 @@ def add_scale_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("past one machine")
     group.add_argument("--engine", choices=ENGINES, default="local",
                        help="local: a pool of --workers processes; ray: one Ray task per "
-                       "shard on a Ray cluster (pip install 'booru-tagger[ray]') "
-                       "(default: %(default)s)")
+                       "shard on a Ray cluster (pip install 'booru-tagger[ray]')")
     group.add_argument("--ray-address", metavar="auto|HOST:PORT",
                        help="with --engine ray: the cluster to join (auto: the one `ray start` "
                        "set up on this machine); default: start a local Ray with --workers CPUs")

@@ -17,13 +17,12 @@ import argparse
 import asyncio
 import logging
 import sys
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import DEFAULT_AGENT
+from .command_line import HelpFormatter, add_config_option, run_main
 from .errors import FetchError, ScrapeError, UsageError
-from .logs import configure_logging
 from .post import RATINGS
 from .sites import SITES
 
@@ -34,15 +33,16 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scrape", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="scrape", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--site", choices=sorted(SITES), help="which booru (required)")
-    p.add_argument("--tags", help='the search, as on the site: "1girl solo rating:g"')
+    p.add_argument("--tags", help='the search, as on the site: "1girl solo rating:g" '
+                   '(required; "" lists every post)')
     p.add_argument("--out", type=Path, help="the raw/ folder (required)")
-    p.add_argument("--limit", type=int, help="stop after the first N posts of the search")
+    p.add_argument("--limit", type=int, help="stop after the first N posts of the search "
+                   "(default: all)")
     p.add_argument("--base-url", help="the site's API root (default: the real site; tests "
                    "use the emulator, e.g. http://127.0.0.1:8765/danbooru)")
-    p.add_argument("--concurrency", type=int, default=8, help="parallel downloads (8)")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel downloads")
     p.add_argument("--rate", type=float, help="API requests/s, retries included "
                    "(default: the site's polite rate: " + ", ".join(
                        f"{n} {c.rate:g}" for n, c in sorted(SITES.items())) + "; 0: no limit)")
@@ -50,13 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "files come from another host than the API, like a CDN (default: " + ", ".join(
                        f"{n} {c.file_rate:g}" for n, c in sorted(SITES.items())) + "; 0: no "
                    "limit; --concurrency bounds the files in flight either way)")
-    p.add_argument("--burst", type=int, help="requests allowed at once before --rate applies")
-    p.add_argument("--retries", type=int, default=5, help="extra attempts per request (5)")
+    p.add_argument("--burst", type=int, help="requests allowed at once before --rate applies "
+                   "(default: the site's)")
+    p.add_argument("--retries", type=int, default=5, help="extra attempts per request")
     p.add_argument("--backoff", type=float, default=1.0,
-                   help="first retry wait in seconds, doubled each time, with jitter (1.0)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
-    p.add_argument("--ratings", help="keep only these ratings: " + ",".join(RATINGS))
-    p.add_argument("--min-score", type=int, help="keep only posts with at least this score")
+                   help="first retry wait in seconds, doubled each time, with jitter")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--ratings", help="keep only these ratings, a comma list of "
+                   + ",".join(RATINGS) + " (default: all)")
+    p.add_argument("--min-score", type=int, help="keep only posts with at least this score "
+                   "(default: any)")
     p.add_argument("--variant", choices=["original", "sample"], default="original",
                    help="original file, or the site's sample (about 850 px wide; smaller, "
                    "and what training at 448 px needs)")
@@ -67,38 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an --variant original run deletes the samples whose originals it "
                    "stored (default: off, keep both)")
     p.add_argument("--metadata-only", action="store_true", help="write rows, download nothing")
-    p.add_argument("--user-agent", default=DEFAULT_AGENT, help="identify yourself (default: "
-                   "%(default)s)")
-    p.add_argument("--config", type=Path, metavar="FILE.toml",
-                   help="option values from a TOML file (flags win)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--user-agent", default=DEFAULT_AGENT, help="identify yourself")
+    add_config_option(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     return p
 
 
-def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
-                  argv: list[str]) -> ScrapeSettings:
-    """Defaults, then --config FILE.toml, then the flags actually given."""
+def settings_from(args: argparse.Namespace) -> ScrapeSettings:
+    """The job's settings from the parsed flags (defaults < --config file < flags)."""
     from .job import ScrapeSettings
-    values = vars(args).copy()
-    if args.config:
-        try:
-            config = tomllib.loads(args.config.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"cannot read --config {args.config}: {exc}") from None
-        given = _given(parser, argv)
-        actions = {a.dest: a for a in parser._actions}
-        for key, value in config.items():
-            key = key.replace("-", "_")
-            if key not in actions or key in {"config", "help"}:
-                raise UsageError(f"unknown option in {args.config}: {key}")
-            if key not in given:
-                values[key] = _coerce(actions[key], value, args.config)
+    values = vars(args)
     for name in ("site", "tags", "out"):           # --tags "" (every post) is allowed
         if values.get(name) is None or (name != "tags" and values[name] == ""):
             raise UsageError(f"--{name} is required")
-    if values["site"] not in SITES:
-        raise UsageError(f"unknown site {values['site']!r}; choose from {', '.join(SITES)}")
     ratings = None
     if values["ratings"]:
         ratings = [r.strip() for r in str(values["ratings"]).split(",") if r.strip()]
@@ -127,28 +112,6 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser,
         progress=not values["quiet"] and sys.stderr.isatty())
 
 
-def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The destinations of the flags present on the command line."""
-    tokens = {t.split("=", 1)[0] for t in argv if t.startswith("-")}
-    return {a.dest for a in parser._actions if tokens & set(a.option_strings)}
-
-
-def _coerce(action: argparse.Action, value, source: Path):
-    """A TOML value checked and converted like the flag it stands for."""
-    flag = action.option_strings[-1]
-    if action.nargs == 0:                       # store_true flags
-        if not isinstance(value, bool):
-            raise UsageError(f"{source}: {flag} must be true or false, not {value!r}")
-        return value
-    try:
-        value = action.type(value) if action.type else str(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{source}: {flag} has an invalid value {value!r}") from None
-    if action.choices and value not in action.choices:
-        raise UsageError(f"{source}: {flag} must be one of {', '.join(action.choices)}")
-    return value
-
-
 def print_summary(summary: Summary, out: Path) -> None:
     st = summary.statuses
     print(f"scrape: {summary.listed} posts listed, {sum(st.values())} rows written to "
@@ -160,28 +123,23 @@ def print_summary(summary: Summary, out: Path) -> None:
           f"({summary.retries} retries)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+def run_scrape(args: argparse.Namespace) -> int:
+    """Run the scrape the flags describe; the exit code."""
+    settings = settings_from(args)
+    from .job import ScrapeJob
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    configure_logging(args.verbose, args.quiet, noisy=["aiohttp"])
-    try:
-        settings = settings_from(args, parser, argv)
-        from .job import ScrapeJob
         summary = asyncio.run(ScrapeJob(settings).run())
-    except ScrapeError as exc:
-        print(f"scrape: {exc}", file=sys.stderr)
-        return 2
     except FetchError as exc:
         print(f"scrape: the listing failed after its retries ({exc}); rerun to resume",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("scrape: interrupted; rerun the same command to finish", file=sys.stderr)
-        return 130
     if not args.quiet:
         print_summary(summary, settings.out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scrape command line; the exit code (0 ok, 1 listing failed, 2 usage error)."""
+    return run_main("scrape", build_parser(), argv, run_scrape, (ScrapeError,),
+                    noisy=["aiohttp"],
+                    interrupted="interrupted; rerun the same command to finish")

@@ -115,7 +115,7 @@ def main() -> int:
     print("5. train --stream (resnet18, no pretrained weights: the demo is offline)")
     model = args.out / "run"
     if run([sys.executable, "-m", "train", "--stream", "--shards", str(shards), "--out",
-            str(model), "--model", "resnet18", "--weights", "none", "--image-size",
+            str(model), "--arch", "resnet18", "--weights", "none", "--image-size",
             str(args.image_size), "--epochs", str(args.epochs), "--batch-size", "32",
             "--lr", "2e-3", "--workers", "2", "--log-every", "20", "-q"]) != 0:
         return 1
@@ -162,7 +162,7 @@ def main() -> int:
                         ("tagged images, captions", tagged), ("their tags and scores", table)):
         print(f"   {what:24s} {where}")
     print(f"   next: tag --model {model} YOUR_IMAGES --captions    "
-          f"train export --run {model} --format onnx")
+          f"train export --model {model} --format onnx")
     print(f"   review and correct the tags in the browser, then retrain on them:\n"
           f"     tag review {tagged} --model {model}")
     print("still missing: " + "; ".join(missing) if missing else "every step ran")

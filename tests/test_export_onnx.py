@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_onnx_matches_torch_on_another_batch_size(run_dir, capsys):
-    assert main(["export", "--run", str(run_dir), "--format", "onnx"]) == 0
+    assert main(["export", "--model", str(run_dir), "--format", "onnx"]) == 0
     assert "checked against torch" in capsys.readouterr().out
     path = run_dir / "model.onnx"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -68,10 +68,10 @@ def test_multiclass_export_gives_softmax_scores(run_dir, tmp_path):
 
 
 def test_export_errors_are_one_line(run_dir, tmp_path, capsys):
-    assert main(["export", "--run", str(tmp_path / "none")]) == 2
+    assert main(["export", "--model", str(tmp_path / "none")]) == 2
     assert "no such run folder" in capsys.readouterr().err
-    assert main(["export", "--run", str(run_dir), "--opset", "12"]) == 2
+    assert main(["export", "--model", str(run_dir), "--opset", "12"]) == 2
     assert "opset 18 or newer" in capsys.readouterr().err
-    assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "x" / "m.onnx")]) == 2
+    assert main(["export", "--model", str(run_dir), "--out", str(tmp_path / "x" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -57,7 +57,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wd_dir(run_dir):
-    assert main(["export", "--run", str(run_dir), "--format", "wd-onnx", "-q"]) == 0
+    assert main(["export", "--model", str(run_dir), "--format", "wd-onnx", "-q"]) == 0
     return run_dir / "wd-tagger"
 
 
@@ -212,10 +212,10 @@ def test_multiclass_runs_are_refused(run_dir, tmp_path, capsys):
     for name in ("tags.csv", "model.safetensors"):
         (multiclass / name).write_bytes((run_dir / name).read_bytes())
     (multiclass / "config.json").write_text(json.dumps({**config, "task": "multiclass"}))
-    assert main(["export", "--run", str(multiclass), "--format", "wd-onnx"]) == 2
+    assert main(["export", "--model", str(multiclass), "--format", "wd-onnx"]) == 2
     assert "use --format onnx" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
-    assert main(["export", "--run", str(run_dir), "--format", "wd-onnx", "--out",
+    assert main(["export", "--model", str(run_dir), "--format", "wd-onnx", "--out",
                  str(tmp_path / "file")]) == 2
     assert "a file is there" in capsys.readouterr().err
 

@@ -135,10 +135,12 @@ def test_missing_required_flag_and_unknown_command(capsys):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("top_k = 10\ncolour = 'blue'\n", "unknown key(s) in {config}: colour"),
-        ("top-k = -5\n", "argument --top-k: must be at least 0, got -5"),
-        ("all-posts = 'yes'\n", "{config}: all_posts must be true or false"),
-        ("top_k = [\n", "cannot read config {config}"),
+        ("top_k = 10\ncolour = 'blue'\n", "prep: error: {config}: colour: unknown option"),
+        ("top-k = -5\n", "prep: error: {config}: top-k: must be at least 0, got -5"),
+        ("all-posts = 'yes'\n", "{config}: all-posts: must be true or false"),
+        ("top_k = [\n", "prep: error: cannot read --config {config}"),
+        ("top_k = 2.5\n", "{config}: top_k: expected an integer, got '2.5'"),
+        ("workers = 'many'\n", "{config}: workers: expected an integer, got 'many'"),
     ],
 )
 def test_bad_config(posts, tmp_path, capsys, text, message):
@@ -148,6 +150,7 @@ def test_bad_config(posts, tmp_path, capsys, text, message):
                     "--out", str(tmp_path / "t.csv"))
     assert code == 2
     assert message.format(config=config) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_schema_mismatch_between_parts_is_fine_if_tags_present(tmp_path):

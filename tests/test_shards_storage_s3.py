@@ -152,7 +152,7 @@ def test_train_streams_from_s3_and_tag_loads_the_run_from_s3(s3, dataset, folder
     from train.cli import main
 
     out = tmp_path / "run"
-    code = main(["--stream", "--shards", dataset, "--out", str(out), "--model", "resnet18",
+    code = main(["--stream", "--shards", dataset, "--out", str(out), "--arch", "resnet18",
                  "--weights", "none", "--image-size", "32", "--batch-size", "4",
                  "--max-steps", "3", "--workers", "0", "--shuffle-buffer", "8", "-q"])
     assert code == 0

@@ -17,7 +17,7 @@ from train.report.cli import main as report_main
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     run = cached_run(tmp_path_factory)
-    assert report_main(["--run", str(run), "--examples", "4", "-q"]) == 0
+    assert report_main(["--model", str(run), "--examples", "4", "-q"]) == 0
     return run / "report"
 
 
@@ -73,9 +73,9 @@ def test_report_recomputes_the_runs_validation_numbers(report):
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
-    assert report_main(["--run", str(tmp_path)]) == 2
+    assert report_main(["--model", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
-    assert train_main(["report", "--run", str(tmp_path / "missing")]) == 2
+    assert train_main(["report", "--model", str(tmp_path / "missing")]) == 2
 
 
 @pytest.mark.slow
@@ -122,7 +122,7 @@ def test_report_in_the_browser(report, tmp_path):
 @pytest.mark.slow
 def test_train_writes_the_report_unless_told_not_to(tmp_path_factory, tmp_path):
     shards = cached_run(tmp_path_factory).parent / "shards"
-    argv = ["--stream", "--shards", str(shards), "--model", "resnet18", "--weights", "none",
+    argv = ["--stream", "--shards", str(shards), "--arch", "resnet18", "--weights", "none",
             "--image-size", "32", "--epochs", "1", "--max-steps", "1", "--batch-size", "32",
             "--workers", "0", "-q"]
     assert train_main([*argv, "--out", str(tmp_path / "a")]) == 0

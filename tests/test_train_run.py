@@ -160,7 +160,7 @@ def test_imagenet_weights_offline_fail_with_a_clear_message(shards, tmp_path, ca
     if any(cache.glob("resnet18-*.pth")):
         pytest.skip("ImageNet weights are cached on this machine")
     code = main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "r"),
-                 "--model", "resnet18", "--weights", "imagenet", "-q"])
+                 "--arch", "resnet18", "--weights", "imagenet", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot load ImageNet weights" in err and "--weights none" in err
 

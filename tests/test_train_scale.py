@@ -91,7 +91,7 @@ def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shard
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "train",
-           "--stream", "--shards", str(shards), "--out", str(run), "--model", "resnet18",
+           "--stream", "--shards", str(shards), "--out", str(run), "--arch", "resnet18",
            "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
            "--workers", "0", "--shuffle-buffer", "50", "--keep", "last", "-q"]
     env = {**os.environ, "BOORU_TAGGER_TRACE": "1", "OMP_NUM_THREADS": "1"}

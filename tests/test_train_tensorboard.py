@@ -28,7 +28,7 @@ def test_a_run_writes_curves_and_metrics(tmp_path, caplog):
     shards = emulator_shards(tmp_path / "shards", posts=60, size=32)
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="train.run"):
-        assert main(["--shards", str(shards), "--out", str(out), "--model", "resnet18",
+        assert main(["--shards", str(shards), "--out", str(out), "--arch", "resnet18",
                      "--weights", "none", "--image-size", "32", "--epochs", "1",
                      "--batch-size", "8", "--workers", "0", "--checkpoint-every", "0",
                      "--max-steps", "4", "--eval-every", "2", "--log-every", "2",

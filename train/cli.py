@@ -1,6 +1,6 @@
 """`train`: stream shards into a multi-label (or multiclass, or binary) image tagger.
 
-    train --stream --shards shards/ --out run/ --model resnet50 --epochs 10
+    train --stream --shards shards/ --out run/ --arch resnet50 --epochs 10
     train --stream --shards shards/ --out run/ --resume            # after an interruption
     train --stream --shards folder-shards/ --out mona/ --task binary --positive mona \\
           --init-from run/ --freeze-backbone
@@ -15,11 +15,14 @@ import argparse
 import logging
 import os
 import sys
-import tomllib
 from dataclasses import fields
-from pathlib import Path
 
-from scrape.logs import configure_logging
+from scrape.command_line import (
+    HelpFormatter,
+    add_config_option,
+    add_deprecated_alias,
+    run_main,
+)
 from shards.errors import ShardsError
 
 from .errors import TrainError
@@ -27,11 +30,15 @@ from .settings import TrainSettings
 
 log = logging.getLogger(__name__)
 _DEFAULTS = TrainSettings(shards="", out="")
+COMMANDS = """commands:
+  train export --model RUN ...   the run's model as ONNX or a WD-tagger folder (--help)
+  train report --model RUN ...   the HTML evaluation report of a run (--help)
+  train tag --model RUN ...      the same as `tag` (--help)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="train", description=__doc__, epilog=COMMANDS,
+                                formatter_class=HelpFormatter)
     p.add_argument("--stream", action="store_true",
                    help="stream from the shards (the only mode; accepted for clarity)")
     p.add_argument("--shards", help="shards folder or base URL with manifest.json (required)")
@@ -39,97 +46,126 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", help="tags.csv path or URL (default: the one beside the shards)")
     p.add_argument("--epoch-samples", type=int, help="samples per epoch when --shards is a "
                    "brace pattern of tar URLs without a manifest")
-    p.add_argument("--config", type=Path, metavar="FILE.toml",
-                   help="settings from a TOML file (flags win)")
+    add_config_option(p)
     g = p.add_argument_group("model")
-    g.add_argument("--model", help=f"torchvision backbone ({_DEFAULTS.model}; resnet18/34/50/"
-                   "101, vgg16, vgg16_bn, ...)")
-    g.add_argument("--weights", help="imagenet (default; downloaded once by torchvision), "
-                   "none, or a path to backbone weights")
-    g.add_argument("--head", choices=["linear", "mlp"])
-    g.add_argument("--dropout", type=float)
+    g.add_argument("--arch", dest="model", metavar="ARCH", help="torchvision backbone: "
+                   "resnet18/34/50/101, vgg16, vgg16_bn, ...")
+    add_deprecated_alias(g, "--model", "--arch", "model", metavar="ARCH")
+    g.add_argument("--weights", help="imagenet (downloaded once by torchvision), none, or a "
+                   "path to backbone weights")
+    g.add_argument("--head", choices=["linear", "mlp"],
+                   help="linear: pool, dropout, linear; mlp: an alt-i2v-style BatchNorm "
+                   "+ dropout MLP")
+    g.add_argument("--dropout", type=float, help="dropout before the last layer")
     g.add_argument("--task", choices=["multilabel", "multiclass", "binary"],
                    help="default: what the shards' manifest says, else multilabel")
     g.add_argument("--positive", help="binary task: the class that counts as present")
-    g.add_argument("--init-from", help="a previous run (or checkpoint) to start from; layers "
-                   "that fit are kept, a head for another label space is not")
+    g.add_argument("--init-from", metavar="RUN", help="a previous run (or checkpoint) to start "
+                   "from; layers that fit are kept, a head for another label space is not")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--loss", choices=["bce", "focal", "asymmetric"])
-    g.add_argument("--optimizer", choices=["adamw", "sgd"])
-    for name, kind in (("lr", float), ("weight-decay", float), ("momentum", float),
-                       ("epochs", int), ("batch-size", int), ("grad-accum", int),
-                       ("warmup-steps", int), ("head-warmup-steps", int), ("ema", float),
-                       ("max-steps", int)):
-        g.add_argument(f"--{name}", type=kind)
-    g.add_argument("--freeze-backbone", action="store_true", default=None,
+    g.add_argument("--loss", choices=["bce", "focal", "asymmetric"],
+                   help="multilabel loss (multiclass uses cross-entropy)")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], help="the optimizer")
+    g.add_argument("--lr", type=float, help="peak learning rate (after the warmup, then cosine)")
+    g.add_argument("--weight-decay", type=float, help="decoupled weight decay")
+    g.add_argument("--momentum", type=float, help="SGD momentum")
+    g.add_argument("--epochs", type=int, help="passes over the training split")
+    g.add_argument("--batch-size", type=int, help="images per step on each device")
+    g.add_argument("--grad-accum", type=int, help="steps whose gradients add up before an "
+                   "optimizer step")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup in optimizer steps "
+                   "(default: 5%% of them)")
+    g.add_argument("--head-warmup-steps", type=int, help="train only the head for this many "
+                   "steps first")
+    g.add_argument("--ema", type=float, help="decay of an EMA of the weights (0: off)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (the "
+                   "schedule still spans all epochs; default: no limit)")
+    g.add_argument("--freeze-backbone", action="store_true",
                    help="train the head only (a linear probe on frozen features)")
     g = p.add_argument_group("data")
-    for name, kind in (("image-size", int), ("workers", int), ("shuffle-buffer", int),
-                       ("open-shards", int), ("seed", int)):
-        g.add_argument(f"--{name}", type=kind)
+    g.add_argument("--image-size", type=int, help="side of the square training crop, pixels")
+    g.add_argument("--workers", type=int, metavar="N", help="data loading processes; 0 = in "
+                   "the main process")
+    g.add_argument("--shuffle-buffer", type=int, help="samples held for shuffling the stream")
+    g.add_argument("--open-shards", type=int, help="shards each worker reads interleaved")
+    g.add_argument("--seed", type=int, help="seed of the shuffles, augmentation and init")
     g.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="area range of the random training crop (default: 0.85 1.0, which "
-                   "keeps borders and objects in the picture)")
-    g.add_argument("--trivial-augment", action="store_true", default=None)
+                   help="area range of the random training crop (keeps borders and objects "
+                   "in the picture)")
+    g.add_argument("--trivial-augment", action="store_true",
+                   help="TrivialAugment (without colour operations) on training images")
     g = p.add_argument_group("hardware")
-    g.add_argument("--device")
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
-                   help="auto (default): bf16 on a GPU that supports it, else fp16 with a "
-                   "GradScaler; fp32 on CPU")
+                   help="auto: bf16 on a GPU that supports it, else fp16 with a GradScaler; "
+                   "fp32 on CPU")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   default=None)
-    g.add_argument("--compile", action="store_true", default=None)
-    g.add_argument("--device-decode", action="store_true", default=None,
+                   help="keep the NCHW memory layout (default: channels-last on a GPU)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--device-decode", action="store_true",
                    help="decode JPEGs and augment on the training device (nvJPEG on a GPU) "
                    "instead of on the CPU workers")
     g = p.add_argument_group("evaluation and checkpoints")
-    for name, kind in (("threshold", float), ("min-support", int), ("eval-every", int),
-                       ("checkpoint-every", int), ("log-every", int)):
-        g.add_argument(f"--{name}", type=kind)
+    g.add_argument("--threshold", type=float, help="score over which a tag counts as present "
+                   "in the evaluation (F1, precision, recall)")
+    g.add_argument("--min-support", type=int, help="positives a tag needs for its own best-F1 "
+                   "threshold")
+    g.add_argument("--eval-every", type=int, help="optimizer steps between evaluations "
+                   "(0: once per epoch)")
+    g.add_argument("--checkpoint-every", type=int, help="optimizer steps between checkpoints")
+    g.add_argument("--log-every", type=int, help="optimizer steps between progress lines")
     g.add_argument("--log", choices=["none", "tensorboard"],
-                   help="also write TensorBoard events to RUN/tensorboard (default: none)")
-    g.add_argument("--resume", action="store_true", default=None,
-                   help="continue from run/checkpoints/last.pt (default: off); every node "
-                   "must see the same --out (a shared filesystem)")
+                   help="also write TensorBoard events to RUN/tensorboard")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from run/checkpoints/last.pt; every node must see the same "
+                   "--out (a shared filesystem)")
     g.add_argument("--keep", choices=["best", "last"],
-                   help="which model becomes model.safetensors: the best evaluated (default) "
-                   "or the last; eval.json says which")
+                   help="which model becomes model.safetensors: the best evaluated or the "
+                   "last; eval.json says which")
     g.add_argument("--no-report", action="store_true",
                    help="skip the HTML evaluation report (default: write run/report/)")
-    p.add_argument("--allow-incomplete", action="store_true", default=None,
+    p.add_argument("--allow-incomplete", action="store_true",
                    help="train on an unfinished shard build (default: refuse it)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.set_defaults(**{k: v for k, v in _DEFAULTS.to_dict().items()
+                      if k not in ("shards", "out", "extra")})
     return p
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
-    """Defaults, then the TOML file, then the flags given on the command line."""
+    """The run's settings from the parsed flags (defaults < --config file < flags)."""
     names = {f.name for f in fields(TrainSettings)} - {"extra"}
-    values: dict = {}
-    if args.config:
-        try:
-            config = tomllib.loads(args.config.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise TrainError(f"cannot read --config {args.config}: {exc}") from None
-        for key, value in config.items():
-            key = key.replace("-", "_")
-            if key not in names:
-                raise TrainError(f"unknown setting in {args.config}: {key}")
-            values[key] = value
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    values = {k: v for k, v in vars(args).items() if k in names}
     for required in ("shards", "out"):
         if not values.get(required):
             raise TrainError(f"--{required} is required")
+    values["crop_scale"] = tuple(values["crop_scale"])
     settings = TrainSettings(**values)
     for name in ("epochs", "batch_size", "grad_accum", "image_size"):
         if getattr(settings, name) < 1:
             raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
+    if settings.workers < 0:
+        raise TrainError("--workers must be 0 or more")
     return settings
 
 
+def run_training(args: argparse.Namespace) -> int:
+    """Train as the flags say, then write the report; the exit code."""
+    settings = settings_from(args)
+    from .run import Run
+    report = Run(settings).fit()
+    if not args.no_report and report.get("mAP") is not None:
+        _write_report(settings, args.quiet)
+    if not args.quiet and report:
+        print(f"train: done at step {report['step']}; mAP {report.get('mAP', float('nan')):.4f}"
+              f"; outputs in {settings.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run `train` (or its subcommands tag, report, export); the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["tag"]:
         from .tag.cli import main as tag_main
         return tag_main(argv[1:])
@@ -139,29 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["export"]:
         from .export import main as export_main
         return export_main(argv[1:])
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    configure_logging(args.verbose, args.quiet)
-    try:
-        settings = settings_from(args)
-        from .run import Run
-        report = Run(settings).fit()
-    except (TrainError, ShardsError) as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("train: interrupted; `--resume` continues from the last checkpoint",
-              file=sys.stderr)
-        return 130
-    if not args.no_report and report.get("mAP") is not None:
-        _write_report(settings, args.quiet)
-    if not args.quiet and report:
-        print(f"train: done at step {report['step']}; mAP {report.get('mAP', float('nan')):.4f}"
-              f"; outputs in {settings.out}")
-    return 0
+    return run_main("train", build_parser(), argv, run_training, (TrainError, ShardsError),
+                    interrupted="interrupted; `--resume` continues from the last checkpoint")
 
 
 def _write_report(settings: TrainSettings, quiet: bool) -> None:

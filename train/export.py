@@ -1,6 +1,6 @@
 """`train export`: a run's model as ONNX, with a dynamic batch axis.
 
-    train export --run run/ --format onnx [--out run/model.onnx] [--opset 18]
+    train export --model run/ --format onnx [--out run/model.onnx] [--opset 18]
 
 The graph takes `images`, float32 (batch, 3, S, S) at the run's image size S, RGB scaled to
 [0, 1] and normalised with the ImageNet mean and std (as `tag` prepares them), and gives
@@ -18,13 +18,12 @@ import contextlib
 import io
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from scrape.logs import configure_logging
+from scrape.command_line import HelpFormatter, add_deprecated_alias, run_main
 
 from .data import MEAN, STD
 from .errors import TrainError
@@ -117,42 +116,38 @@ def check_onnx(run: LoadedRun, path: Path, batch: int = TRACE_BATCH + 3) -> floa
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, type=Path, help="a finished train run folder")
+                                formatter_class=HelpFormatter)
+    p.add_argument("--model", type=Path, metavar="RUN",
+                   help="a finished train run folder (required)")
+    add_deprecated_alias(p, "--run", "--model", "model", type=Path, metavar="RUN")
     p.add_argument("--format", choices=["onnx", "wd-onnx"], default="onnx",
                    help="onnx, or wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
-                   "for the tools that load those (default: onnx)")
+                   "for the tools that load those")
     p.add_argument("--out", type=Path,
                    help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger")
-    p.add_argument("--opset", type=int, default=MIN_OPSET)
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset version")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages, with the "
+                   "exporter's")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    configure_logging(args.verbose, args.quiet)
+def run_export(args: argparse.Namespace) -> int:
+    """Export the run the flags name; the exit code."""
+    if args.model is None:
+        raise TrainError("--model RUN is required")
     if not args.verbose:                    # the exporter's passes log every step at INFO
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    out = args.out or args.run / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
-    try:
-        run = load_run(args.run, device="cpu", precision="fp32", resize="auto")
-        if args.format == "wd-onnx" and out.parent.is_dir():
-            from .wd_export import main_wd
-            return main_wd(run, out, args.opset, args.verbose, args.quiet)
-        if not out.parent.is_dir():
-            raise TrainError(f"--out {out}: the folder {out.parent} does not exist")
-        export_onnx(run, out, args.opset, args.verbose)
-        diff = check_onnx(run, out)
-    except TrainError as exc:
-        print(f"train export: {exc}", file=sys.stderr)
-        return 2
+    out = args.out or args.model / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
+    run = load_run(args.model, device="cpu", precision="fp32", resize="auto")
+    if args.format == "wd-onnx" and out.parent.is_dir():
+        from .wd_export import main_wd
+        return main_wd(run, out, args.opset, args.verbose, args.quiet)
+    if not out.parent.is_dir():
+        raise TrainError(f"--out {out}: the folder {out.parent} does not exist")
+    export_onnx(run, out, args.opset, args.verbose)
+    diff = check_onnx(run, out)
     if not args.quiet:
         check = ("not checked (onnxruntime is not installed)" if diff is None
                  else f"checked against torch: largest score difference {diff:.1e}")
@@ -160,3 +155,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.opset}, dynamic batch, {run.image_size} px, {len(run.names)} outputs); "
               f"{check}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `train export`; the exit code (0 ok, 2 usage or export error)."""
+    return run_main("train export", build_parser(), argv, run_export, (TrainError,))

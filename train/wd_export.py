@@ -1,6 +1,6 @@
 """`train export --format wd-onnx`: a run as a WD-tagger folder, for the tools that load those.
 
-    train export --run run/ --format wd-onnx [--out run/wd-tagger/]
+    train export --model run/ --format wd-onnx [--out run/wd-tagger/]
     -> run/wd-tagger/model.onnx  run/wd-tagger/selected_tags.csv
 
 The contract of SmilingWolf's WD taggers, as their consumers read it (kohya-ss sd-scripts
@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,12 +135,8 @@ def check_wd(graph: WdGraph, folder: Path, size: int, batch: int = TRACE_BATCH +
 
 def main_wd(run: LoadedRun, out: Path, opset: int, verbose: bool, quiet: bool) -> int:
     """The `train export --format wd-onnx` command after the run is loaded; exit code."""
-    try:
-        graph = export_wd(run, out, opset, verbose)
-        diff = check_wd(graph, out, run.image_size)
-    except TrainError as exc:
-        print(f"train export: {exc}", file=sys.stderr)
-        return 2
+    graph = export_wd(run, out, opset, verbose)       # TrainError: one line, exit 2 in main
+    diff = check_wd(graph, out, run.image_size)
     if not quiet:
         check = ("not checked (onnxruntime is not installed)" if diff is None
                  else f"checked against torch: largest score difference {diff:.1e}")

@@ -6,7 +6,7 @@
     svg.py       inline SVG line charts (training curves, PR curves)
     pages.py     index.html (summary, headline metrics, curves, sortable tag table) and one
                  page per tag (its PR curve and its worst validation pictures)
-    cli.py       `train report --run run/`; `write_report()` is also called after training
+    cli.py       `train report --model run/`; `write_report()` is also called after training
 
 The validation scores are recomputed from run/model.safetensors (the run does not keep
 them), so a report can be made for any finished run whose shards are still readable.

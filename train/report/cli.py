@@ -1,7 +1,7 @@
 """`train report`: write run/report/index.html (and a page per tag) for a finished run.
 
-    train report --run run/                      # -> run/report/index.html, open it offline
-    train report --run run/ --shards other/ --examples 8 --out /tmp/report
+    train report --model run/                      # -> run/report/index.html, open it offline
+    train report --model run/ --shards other/ --examples 8 --out /tmp/report
 
 `train` writes this report by itself at the end of a run (`--no-report` skips it).
 """
@@ -13,12 +13,13 @@ import csv
 import json
 import logging
 import shutil
-import sys
 import time
 from html import escape
 from pathlib import Path
 
 import numpy as np
+
+from scrape.command_line import HelpFormatter, add_deprecated_alias, run_main
 
 from ..errors import TrainError
 from ..metrics import evaluate
@@ -178,35 +179,35 @@ def _curves(path: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, type=Path, help="a finished train run folder")
+                                formatter_class=HelpFormatter)
+    p.add_argument("--model", type=Path, metavar="RUN",
+                   help="a finished train run folder (required)")
+    add_deprecated_alias(p, "--run", "--model", "model", type=Path, metavar="RUN")
     p.add_argument("--out", type=Path, help="report folder (default: RUN/report)")
     p.add_argument("--shards", help="shards with the validation split (default: the run's)")
     p.add_argument("--examples", type=int, default=EXAMPLES, metavar="N",
-                   help=f"false positives and false negatives shown per tag (default {EXAMPLES})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=64, help="default 64")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default off)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default off)")
+                   help="false positives and false negatives shown per tag")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N",
+                   help="validation images per forward pass")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..cli import configure_logging
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    configure_logging(args.verbose, args.quiet)
-    try:
-        if args.examples < 0 or args.batch_size < 1:
-            raise TrainError("--examples must be 0 or more and --batch-size at least 1")
-        index = write_report(args.run, args.out, args.shards, args.examples, args.device,
-                             args.batch_size, args.quiet)
-    except TrainError as exc:
-        print(f"train report: {exc}", file=sys.stderr)
-        return 2
+def run_report(args: argparse.Namespace) -> int:
+    """Write the report the flags describe; the exit code."""
+    if args.model is None:
+        raise TrainError("--model RUN is required")
+    if args.examples < 0 or args.batch_size < 1:
+        raise TrainError("--examples must be 0 or more and --batch-size at least 1")
+    index = write_report(args.model, args.out, args.shards, args.examples, args.device,
+                         args.batch_size, args.quiet)
     size = sum(f.stat().st_size for f in index.parent.rglob("*") if f.is_file())
     print(f"train report: wrote {index} ({size / 1e6:.1f} MB with its thumbnails)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `train report`; the exit code (0 ok, 2 usage error or no report)."""
+    return run_main("train report", build_parser(), argv, run_report, (TrainError,))

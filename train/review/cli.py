@@ -16,10 +16,11 @@ import argparse
 import asyncio
 import logging
 import shlex
-import sys
 from pathlib import Path
 
 from aiohttp import web
+
+from scrape.command_line import HelpFormatter, run_main
 
 from ..errors import TrainError
 from ..tag.captions import CaptionStyle
@@ -34,24 +35,25 @@ PORT = 8777
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tag review", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("folder", type=Path, metavar="IMAGES", help="a folder of images")
     p.add_argument("--model", required=True, type=Path, metavar="RUN",
                    help="a train run folder (config.json, tags.csv, model.safetensors)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=PORT, help=f"default {PORT}; 0 picks a free one")
+                   help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=PORT, help="port to listen on; 0 picks a free one")
     p.add_argument("--threshold", type=float, metavar="X",
                    help="one threshold for every tag (default: the run's per-tag ones from "
                    "eval.json, else its evaluation threshold)")
     p.add_argument("--underscores-to-spaces", action="store_true",
-                   help="write long_hair as `long hair` in new captions (default off)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
+                   help="write long_hair as `long hair` in new captions")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="decoding processes for the first prediction (default 0)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default off)")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings only (default off)")
+                   help="decoding processes for the first prediction; 0 = in the main process")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
 
 
@@ -73,7 +75,7 @@ def retrain_commands(folder: Path, run: LoadedRun) -> str:
             f"{q(str(run.path.resolve() / 'tags.csv'))} --out {q(shards)} --image-size "
             f"{run.image_size} --val-fraction 0.1\n"
             f"train --stream --shards {q(shards)} --out {q(out)} --init-from "
-            f"{q(str(run.path.resolve()))} --model {c.get('model', 'resnet50')} --image-size "
+            f"{q(str(run.path.resolve()))} --arch {c.get('model', 'resnet50')} --image-size "
             f"{run.image_size} --weights none --epochs {c.get('epochs', 10)}")
 
 
@@ -121,26 +123,20 @@ async def _serve_forever(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..cli import configure_logging
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    configure_logging(args.verbose, args.quiet)
-    try:
-        store, info, predicted, written = prepare(args)
-    except TrainError as exc:
-        print(f"tag review: {exc}", file=sys.stderr)
-        return 2
+def run_review(args: argparse.Namespace) -> int:
+    """Predict what is not yet, then serve the review app until Ctrl-C; the exit code."""
+    store, info, predicted, written = prepare(args)
     print(f"tag review: {len(store.images)} images in {args.folder} ({predicted} predicted now, "
           f"{written} captions written); the retrain commands:\n{info['retrain']}")
     try:
         asyncio.run(_serve_forever(make_app(store, info), args.host, args.port))
     except OSError as exc:
-        print(f"tag review: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+        raise TrainError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     except KeyboardInterrupt:
         print("tag review: stopped")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `tag review`; the exit code (0 stopped, 2 usage error)."""
+    return run_main("tag review", build_parser(), argv, run_review, (TrainError,))

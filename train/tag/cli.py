@@ -26,12 +26,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prep.imaging import IMAGE_SUFFIXES
-from scrape.logs import configure_logging
+from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
+from scrape.command_line import (
+    HelpFormatter,
+    add_config_option,
+    add_deprecated_alias,
+    run_main,
+)
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
 from .inference import (
+    PREP_MODES,
     RESIZE_MODES,
     LoadedRun,
     find_images,
@@ -43,24 +50,30 @@ from .sorting import Sorter
 from .wd_model import load_model, predict_any
 
 log = logging.getLogger(__name__)
+COMMANDS = """commands:
+  tag review IMAGES --model RUN   review and correct the tags in a browser (--help)"""
 SHOW = 10                       # images whose tags are printed without --verbose
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tag", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="tag", description=__doc__, epilog=COMMANDS,
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, metavar="RUN",
                    help="a train run folder (config.json, tags.csv, model.safetensors), local "
                    "or an object-storage URL (s3://bucket/run/, fetched once), or a WD-tagger "
                    "folder (model.onnx, selected_tags.csv; needs onnxruntime)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS",
+                   help="image files, and folders searched recursively")
+    add_config_option(p)
     g = p.add_argument_group("thresholds")
     one = g.add_mutually_exclusive_group()
     one.add_argument("--threshold", type=float, metavar="X", help="one threshold for every tag")
     one.add_argument("--per-tag-thresholds", action="store_true",
                      help="each tag's best-F1 threshold on the validation split (eval.json)")
-    g.add_argument("--general-threshold", type=float, metavar="X")
-    g.add_argument("--character-threshold", type=float, metavar="Y")
+    g.add_argument("--general-threshold", type=float, metavar="X",
+                   help="threshold of the general tags (default: as above)")
+    g.add_argument("--character-threshold", type=float, metavar="Y",
+                   help="threshold of the character tags (default: as above)")
     add_selection_flags(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--output", type=Path, metavar="FILE",
@@ -68,17 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embed", type=Path, metavar="FILE.parquet",
                    help="pooled feature vector of each image (path, embedding)")
     g = p.add_argument_group("captions (a <image stem>.txt beside each image)")
-    g.add_argument("--captions", action="store_true")
+    g.add_argument("--captions", action="store_true",
+                   help="write each image's tags, comma-separated, into a caption file")
     g.add_argument("--underscores-to-spaces", action="store_true",
                    help="long_hair -> long hair (tags of 3 characters or fewer, like ^_^, kept)")
     g.add_argument("--escape-parentheses", action="store_true",
                    help=r"star_(symbol) -> star_\(symbol\) (for A1111 prompts)")
-    g.add_argument("--character-first", action="store_true")
+    g.add_argument("--character-first", action="store_true",
+                   help="character tags before the general ones")
     g.add_argument("--rating", choices=RATING_PLACES, default="omit",
-                   help="where the rating tag goes (default: left out)")
+                   help="where the rating tag goes (omit: left out)")
     g.add_argument("--trigger", metavar="WORD", help="a leading word, e.g. a LoRA trigger")
     g.add_argument("--caption-extension", default=".txt", metavar="EXT",
-                   help="default .txt (kohya's trainers read .caption unless told .txt)")
+                   help="caption file suffix (kohya's trainers read .caption unless told "
+                   ".txt)")
     g.add_argument("--overwrite", action="store_true", help="replace existing caption files")
     g = p.add_argument_group("sorting (binary and multiclass runs)")
     g.add_argument("--sort-into", type=Path, metavar="DIR",
@@ -86,15 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--move", action="store_true", help="move instead of copy")
     g.add_argument("--apply", action="store_true", help="do it (default: show what would)")
     g = p.add_argument_group("speed")
-    g.add_argument("--batch-size", type=int, default=32, metavar="N")
+    g.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="images per forward pass")
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-                   help="decoding processes (0: decode in the main process)")
+                   help="decoding processes; 0 = in the main process")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")
-    g.add_argument("--resize", choices=("auto", *RESIZE_MODES), default="auto",
-                   help="auto: as the training shards were made (pad when unknown)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("--resize-mode", choices=("auto", *PREP_RESIZE_MODES), default="auto",
+                   help="auto: as the run's training shards were made (pad when unknown); "
+                   "else as prep make-shards --resize-mode")
+    add_deprecated_alias(g, "--resize", "--resize-mode", "resize_mode",
+                         convert=lambda mode: PREP_MODES.get(mode, mode),
+                         choices=("auto", *RESIZE_MODES))
+    p.add_argument("-v", "--verbose", action="store_true", help="print every image's tags, "
+                   "log debug messages")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no per-image lines: only totals and problems")
     return p
@@ -159,7 +181,8 @@ def run_folder(model: str) -> Path:
 
 def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
-    run = load_model(run_folder(args.model), args.device, args.precision, args.resize)
+    run = load_model(run_folder(args.model), args.device, args.precision,
+                     args.resize_mode)
     picker = picker_from(args, run.task)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
@@ -281,25 +304,18 @@ def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
               f"--apply to {sorter.verb} them")
 
 
+def run_tag(args: argparse.Namespace) -> int:
+    """Tag the images the flags name and print the summary; the exit code."""
+    report(tag_images(args))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run `tag` (or `tag review`); the exit code (0 ok, 2 usage or input error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["review"]:
         from ..review.cli import main as review_main
         return review_main(argv[1:])
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    configure_logging(args.verbose, args.quiet)
-    try:
-        tally = tag_images(args)
-    except TrainError as exc:
-        print(f"tag: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tag: interrupted; no table was written (captions and sorted files so far stay)",
-              file=sys.stderr)
-        return 130
-    report(tally)
-    return 0
+    return run_main("tag", build_parser(), argv, run_tag, (TrainError,),
+                    interrupted="interrupted; no table was written (captions and sorted files "
+                    "so far stay)")

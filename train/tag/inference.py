@@ -38,8 +38,9 @@ from ..errors import TrainError
 from ..models import Tagger, build_model
 
 log = logging.getLogger(__name__)
-RESIZE_MODES = ("pad", "center_crop", "stretch")
-_PREP_MODES = {"pad": "pad", "center_crop": "center_crop", "stretch": "keep_ratio"}
+RESIZE_MODES = ("pad", "center_crop", "stretch")      # tag's deprecated --resize names
+PREP_MODES = {"pad": "pad", "center_crop": "center_crop", "stretch": "keep_ratio",
+               "keep_ratio": "keep_ratio", "none": "none"}   # either name -> prep's
 GENERAL, CHARACTER, RATING = 0, 4, 9
 NEGATIVE = -1              # category of the "not_<positive>" label of a binary run
 
@@ -171,8 +172,9 @@ def find_images(inputs: Sequence[str | Path], exclude: Sequence[Path] = ()) -> l
 def preparation(config: dict, image_size: int, resize: str = "auto") -> ImageSettings:
     """How `tag` prepares a picture for a run: the image settings of the shards it learnt from
     (config.json's `preparation`, which `train` records from the shards' manifest), as
-    `make-shards` applied them; `resize` (pad, center_crop, stretch) other than `auto`
-    replaces their resize mode. A run from before `preparation` was recorded gets its
+    `make-shards` applied them; `resize` other than `auto` (prep's pad, keep_ratio,
+    center_crop, none; or stretch, tag's old name of keep_ratio) replaces their resize mode.
+    A run from before `preparation` was recorded gets its
     `image_size`, enlarged when smaller, resized as its shards' manifest says (pad when
     unreadable)."""
     recorded = config.get("preparation")
@@ -182,7 +184,7 @@ def preparation(config: dict, image_size: int, resize: str = "auto") -> ImageSet
     else:
         settings = ImageSettings(size=image_size, resize_mode=_shards_resize(config))
     if resize != "auto":
-        settings = replace(settings, resize_mode=_PREP_MODES[resize])
+        settings = replace(settings, resize_mode=PREP_MODES[resize])
     return replace(settings, animated="first-frame")  # tag an animation by its first frame
 
 
@@ -195,7 +197,7 @@ def load_picture(data: bytes, size: int, resize: str = "pad",
     `size` square as training's evaluation transform resizes a shard image. Raises ValueError
     for a file that is not a readable image."""
     if settings is None:
-        settings = ImageSettings(size=size, resize_mode=_PREP_MODES[resize],
+        settings = ImageSettings(size=size, resize_mode=PREP_MODES[resize],
                                  animated="first-frame")
     try:
         picture = prepare_picture(data, settings).picture
