@@ -127,12 +127,23 @@ class Storage:
 
     def size(self, name: str) -> int | None:
         """Size in bytes of ``name``, or None when it does not exist."""
+        version = self.version(name)
+        return None if version is None else int(version.split(":", 1)[0])
+
+    def version(self, name: str) -> str | None:
+        """``"size:tag"`` of ``name`` (the tag: its ETag, checksum or modification time, as
+        the store reports it), which changes when the object is rewritten; None when it does
+        not exist."""
         path = self.path(name)
         try:
             info = self._retry(name, lambda: self.fs.info(path))
         except FileNotFoundError:
             return None
-        return None if info.get("type") == "directory" else int(info["size"])
+        if info.get("type") == "directory":
+            return None
+        tag = next((str(info[k]) for k in ("ETag", "etag", "md5", "checksum", "LastModified",
+                                            "mtime", "last_modified") if info.get(k)), "")
+        return f"{int(info['size'])}:{tag}"
 
     def get(self, name: str) -> bytes | None:
         """The bytes of ``name``, or None when it does not exist."""
@@ -178,7 +189,8 @@ class Storage:
 
 def fetch_files(url: str, names: tuple[str, ...], into: Path | None = None) -> Path:
     """Copy ``names`` under the folder ``url`` into a local folder (default: one per URL
-    under the temp dir; a file already there with the object's size is kept); returns it.
+    under the temp dir; a copy already there is kept while the object's size and version tag
+    are those it was fetched at, so a rewritten object is fetched again); returns it.
 
     Raises FileNotFoundError for a missing object and StorageError for other failures."""
     import hashlib
@@ -189,15 +201,17 @@ def fetch_files(url: str, names: tuple[str, ...], into: Path | None = None) -> P
     folder.mkdir(parents=True, exist_ok=True)
     store = Storage(url)
     for name in names:
-        size, local = store.size(name), folder / name
-        if size is None:
+        version, local = store.version(name), folder / name
+        if version is None:
             raise FileNotFoundError(f"{store.location(name)} does not exist")
-        if local.is_file() and local.stat().st_size == size:
+        stamp = folder / f".{name}.version"
+        if local.is_file() and stamp.is_file() and stamp.read_text() == version:
             continue
         data = store.get(name) or b""
         tmp = local.with_name(f".{name}.tmp")
         tmp.write_bytes(data)
         tmp.replace(local)
+        stamp.write_text(version)
     return folder
 
 

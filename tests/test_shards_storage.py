@@ -121,3 +121,21 @@ def test_num_nodes_with_a_url_is_refused(folder, tmp_path, capsys):
     code, err = make_shards(capsys, "--folder", str(folder), "--out", f"file://{tmp_path}/b",
                             "--num-nodes", "2")
     assert code == 2 and "use --engine ray" in err
+
+
+def test_fetched_files_follow_a_rewritten_object_of_the_same_size(tmp_path):
+    """A run fetched from storage is cached; retraining rewrites model.safetensors with the
+    same size, and the next fetch must bring the new bytes, not the cached ones."""
+    from shards.storage import fetch_files
+    bucket = tmp_path / "bucket" / "run"
+    bucket.mkdir(parents=True)
+    (bucket / "model.safetensors").write_bytes(b"weights-1")
+    cache = tmp_path / "cache"
+    got = fetch_files(f"file://{bucket}", ("model.safetensors",), cache)
+    assert (got / "model.safetensors").read_bytes() == b"weights-1"
+    (bucket / "model.safetensors").write_bytes(b"weights-2")
+    got = fetch_files(f"file://{bucket}", ("model.safetensors",), cache)
+    assert (got / "model.safetensors").read_bytes() == b"weights-2"
+    (got / "model.safetensors").write_bytes(b"tampered!")    # unchanged object: cache kept
+    assert fetch_files(f"file://{bucket}", ("model.safetensors",), cache) == got
+    assert (got / "model.safetensors").read_bytes() == b"tampered!"
