@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scrape.command_line import HelpFormatter, add_config_option, run_main
-from shards.storage import StorageError
+from shards.storage import StorageError, is_object_url
 
 from .curation import DEDUPE_POLICIES, NEAR_DISTANCE, Curation
 from .errors import PrepError, SettingsError
@@ -193,21 +193,23 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     source = parser.add_argument_group("input (--posts with --tags, or --folder)")
     source.add_argument("--posts", nargs="+", metavar="PATH",
                         help="scrape output dir (reads posts/*.parquet), dir of parts, or a "
-                        ".parquet / .jsonl file; image_path is relative to the scrape dir")
+                        ".parquet / .jsonl file, or the URL of one (s3://bucket/raw/: images "
+                        "read from the bucket); image_path is relative to the scrape dir")
     source.add_argument("--tags", metavar="tags.csv",
                         help="tag index (prep make-tag-index); with --folder it replaces the "
                         "index built from the folder")
     source.add_argument("--folder", metavar="DIR",
-                        help="images in class subfolders, or beside .txt caption files")
+                        help="images in class subfolders, or beside .txt caption files; a folder "
+                        "or an object-storage URL (s3://bucket/pics/)")
     source.add_argument("--folder-kind", choices=FOLDER_KINDS, default="auto",
                         help="folder layout; auto = captions when any image has a .txt")
     source.add_argument("--top-k", type=_int_at_least(0), default=0,
                         help="folder tag index: keep the K most frequent labels; 0 keeps all")
     source.add_argument("--min-count", type=_int_at_least(1), default=1,
                         help="folder tag index: drop labels on fewer images")
-    source.add_argument("--images-root", metavar="DIR",
-                        help="directory image_path is relative to (default: the scrape dir "
-                        "holding posts/, else the posts file's dir)")
+    source.add_argument("--images-root", metavar="DIR|URL",
+                        help="directory or URL image_path is relative to (default: the scrape "
+                        "dir holding posts/, else the posts file's dir)")
     parser.add_argument("--out", required=True, metavar="DIR|URL",
                         help="output shard folder, or an object-storage URL (s3://bucket/ds/, "
                         "gs://..., any fsspec URL: shards are built in --staging and uploaded "
@@ -296,14 +298,19 @@ def _curation_options(parser: argparse.ArgumentParser) -> None:
                        help="leave out posts with a score below N or no score (default: off)")
 
 
+def _root(text: str) -> Path | str:
+    """An input folder or file: a Path, or an object-storage URL kept as text."""
+    return text if is_object_url(text) else Path(text)
+
+
 def run_make_shards(args: argparse.Namespace) -> int:
     """Handler of ``make-shards``."""
     job = ShardJob(
-        posts=tuple(Path(p) for p in args.posts or ()),
+        posts=tuple(_root(p) for p in args.posts or ()),
         tags=Path(args.tags) if args.tags else None,
-        folder=Path(args.folder) if args.folder else None,
+        folder=_root(args.folder) if args.folder else None,
         folder_kind=args.folder_kind, top_k=args.top_k, min_count=args.min_count,
-        images_root=Path(args.images_root) if args.images_root else None,
+        images_root=_root(args.images_root) if args.images_root else None,
         settings=ShardSettings(
             samples_per_shard=args.samples_per_shard, val_fraction=args.val_fraction,
             keep_untagged=args.keep_untagged,

@@ -22,7 +22,7 @@ import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
@@ -31,6 +31,7 @@ from shards.tags import decode_tags, tags_bytes
 from .errors import EmptyInputError, InputError, SettingsError
 from .imaging import IMAGE_SUFFIXES
 from .labels import LabelIndex, index_of
+from .sources import Root, list_files, location, open_source, read_source
 
 log = logging.getLogger(__name__)
 
@@ -74,58 +75,71 @@ def path_id(relative: str) -> int:
     return int.from_bytes(hashlib.blake2b(relative.encode(), digest_size=7).digest(), "big")
 
 
-def _md5(path: Path) -> str | None:
+def _md5(where: str) -> str | None:
     digest = hashlib.md5()
     try:
-        with path.open("rb") as fh:
+        with open_source(where) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     except OSError as exc:
-        log.warning("cannot read %s: %s", path, exc)
+        log.warning("cannot read %s: %s", where, exc)
         return None
     return digest.hexdigest()
 
 
-def _read_caption(path: Path) -> list[str] | None:
-    caption = path.with_suffix(".txt")
-    if not caption.is_file():
+def _read_caption(root: Root, relative: str, files: set[str] | None) -> list[str] | None:
+    """The tags of the caption beside ``relative`` (None: no caption). ``files``: every file
+    of a URL root (a local root is asked directly)."""
+    name = PurePosixPath(relative).with_suffix(".txt").as_posix()
+    where = location(root, name)
+    if where is None or (name not in files if files is not None else not Path(where).is_file()):
         return None
     try:
-        return parse_caption(caption.read_text(encoding="utf-8-sig"))
+        return parse_caption(read_source(where).decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
-        log.warning("cannot read caption %s: %s (image kept without tags)", caption, exc)
+        log.warning("cannot read caption %s: %s (image kept without tags)", where, exc)
         return []
 
 
-def scan_folder(root: Path, kind: str = "auto") -> FolderScan:
-    """List the images of ``root`` with their tags. Raises InputError, EmptyInputError."""
-    if kind not in FOLDER_KINDS:
-        raise SettingsError(f"unknown folder kind {kind!r} (known: {', '.join(FOLDER_KINDS)})")
+def _listing(root: Root) -> tuple[list[str], set[str] | None]:
+    """The images of ``root`` (relative POSIX paths, sorted) and, for a URL, every file name."""
+    if isinstance(root, str):
+        files = set(list_files(root))
+        images = sorted(n for n in files if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES
+                        and not any(part.startswith(".") for part in n.split("/")))
+        return images, files
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")
-    images = find_images(root)
+    return [p.relative_to(root).as_posix() for p in find_images(root)], None
+
+
+def scan_folder(root: Root, kind: str = "auto") -> FolderScan:
+    """List the images of ``root`` (a folder or a URL) with their tags. Raises InputError,
+    EmptyInputError."""
+    if kind not in FOLDER_KINDS:
+        raise SettingsError(f"unknown folder kind {kind!r} (known: {', '.join(FOLDER_KINDS)})")
+    images, files = _listing(root)
     if not images:
         raise EmptyInputError(f"{root}: no image files (looked for "
                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-    captions = {p: _read_caption(p) for p in images} if kind != "classes" else {}
+    captions = {p: _read_caption(root, p, files) for p in images} if kind != "classes" else {}
     if kind == "auto":
         kind = "captions" if any(c is not None for c in captions.values()) else "classes"
     rows: dict[str, list] = {name: [] for name in POSTS_SCHEMA.names}
     counts: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
-    for path in images:
-        relative = path.relative_to(root).as_posix()
+    for relative in images:
         if kind == "classes":
             if "/" not in relative:
                 skipped["outside_class_folder"] += 1
                 continue
             tags = [relative.split("/", 1)[0]]
         else:
-            tags = captions[path] or []
+            tags = captions[relative] or []
         counts.update(tags)
         for name, value in (("site", FOLDER_SITE), ("id", path_id(relative)),
-                            ("md5", _md5(path)), ("rating", None), ("tags", tags),
-                            ("image_path", relative), ("root", 0)):
+                            ("md5", _md5(location(root, relative))), ("rating", None),
+                            ("tags", tags), ("image_path", relative), ("root", 0)):
             rows[name].append(value)
     if skipped:
         log.warning("%s: %d images directly in the folder belong to no class and are skipped",

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
-from pathlib import Path
 
 from .imaging import EncodedImage, ImageRejected, ImageSettings, process_file
 
@@ -44,7 +43,7 @@ def process_item(item: Item, settings: ImageSettings) -> Result:
         return ("failed_bad_path",
                 f"image_path {shown!r} is not a relative path inside the image folder", None)
     try:
-        return ("success", None, process_file(Path(path), settings))
+        return ("success", None, process_file(path, settings))
     except ImageRejected as rejected:
         return (rejected.status, rejected.message, None)
     except Exception as exc:  # an unexpected library error: recorded, the run goes on

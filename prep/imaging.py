@@ -32,6 +32,8 @@ from PIL import Image, ImageFile, features
 
 from scrape.filetype import IMAGE_TYPES, sniff
 
+from .sources import read_source
+
 RESIZE_MODES = ("pad", "keep_ratio", "center_crop", "none")
 FORMATS = ("jpg", "webp")
 ANIMATED_POLICIES = ("skip", "first-frame")
@@ -128,10 +130,11 @@ def plan_geometry(width: int, height: int, settings: ImageSettings) -> Geometry:
     return Geometry(scaled, (width, height), (size, size), offset)
 
 
-def process_file(path: Path, settings: ImageSettings) -> EncodedImage:
-    """Read ``path`` and :func:`process_image` it. Raises ImageRejected (missing/unreadable too)."""
+def process_file(path: Path | str, settings: ImageSettings) -> EncodedImage:
+    """Read ``path`` (a file, or a URL: :func:`.sources.read_source`) and :func:`process_image`
+    it. Raises ImageRejected (missing/unreadable too)."""
     try:
-        data = path.read_bytes()
+        data = read_source(str(path))
     except FileNotFoundError:
         raise ImageRejected("failed_missing", f"file not found: {path}") from None
     except OSError as exc:

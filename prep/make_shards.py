@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -46,8 +46,10 @@ from .folder_input import FolderScan, folder_index, scan_folder
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
+from .posts_reader import JSONL_FILE_SUFFIXES, PARQUET_SUFFIXES
 from .shard_output import locked, manifest, prepare_output, refuse_other_settings
-from .shard_plan import Plan, ShardSpec, plan_shards, read_posts
+from .shard_plan import Plan, ShardSpec, image_root, plan_shards, read_posts
+from .sources import Root, fetch_posts, location
 from .stage import PART_ROWS, STAGE_DIR, Stage
 
 log = logging.getLogger(__name__)
@@ -68,13 +70,13 @@ class ShardJob:
     """Everything one ``make-shards`` run needs. Give ``posts`` + ``tags``, or ``folder``."""
 
     out: Path
-    posts: tuple[Path, ...] = ()
+    posts: tuple[Root, ...] = ()  # a Root is a local Path or an object-storage URL (str)
     tags: Path | None = None
-    folder: Path | None = None
+    folder: Root | None = None
     folder_kind: str = "auto"  # auto | classes | captions
     top_k: int = 0  # folder tag index: keep this many labels (0 = all)
     min_count: int = 1  # folder tag index: drop labels on fewer images
-    images_root: Path | None = None  # image_path is relative to this (default: from --posts)
+    images_root: Root | None = None  # image_path is relative to this (default: from --posts)
     settings: ShardSettings = field(default_factory=ShardSettings)
     workers: int = 0  # image processes; 0 = one per CPU, 1 = in this process
     overwrite: bool = False
@@ -90,7 +92,7 @@ class Source:
     """The loaded input: posts (POSTS_SCHEMA), image roots, label space and task."""
 
     posts: pa.Table
-    roots: list[Path]
+    roots: list[Root]
     counts: dict[str, int]
     index: LabelIndex
     tags_csv: bytes
@@ -106,7 +108,7 @@ def load_source(job: ShardJob) -> Source:
         if job.tags is None:
             raise SettingsError("--posts needs --tags (the tags.csv of prep make-tag-index)")
         index, data = read_tags_csv(job.tags)
-        posts, roots, counts = read_posts(job.posts, job.images_root)
+        posts, roots, counts = _read_posts(job.posts, job.images_root)
         return Source(posts, roots, counts, index, data, "multilabel", "posts")
     scan: FolderScan = scan_folder(job.folder, job.folder_kind)
     if job.tags is not None:
@@ -116,6 +118,23 @@ def load_source(job: ShardJob) -> Source:
     counts = {"posts_read": len(scan.posts) + sum(scan.skipped.values()), **scan.skipped}
     task = "multiclass" if scan.kind == "classes" else "multilabel"
     return Source(scan.posts, [job.folder], counts, index, data, task, f"folder-{scan.kind}")
+
+
+def _read_posts(inputs: tuple[Root, ...], images_root: Root | None
+                ) -> tuple[pa.Table, list[Root], dict[str, int]]:
+    """:func:`.shard_plan.read_posts`, posts at URLs fetched first (:func:`.sources.fetch_posts`)
+    and their images read from the URL their image_path is relative to."""
+    paths: list[Path] = []
+    url_of: dict[Path, str] = {}  # local folder of fetched posts -> the image root URL
+    for entry in inputs:
+        if isinstance(entry, Path):
+            paths.append(entry)
+            continue
+        fetched, root = fetch_posts(entry, (*PARQUET_SUFFIXES, *JSONL_FILE_SUFFIXES))
+        paths += fetched
+        url_of.update((image_root(f), root) for f in fetched)
+    posts, roots, counts = read_posts(paths, images_root)
+    return posts, [url_of.get(r, r) if isinstance(r, Path) else r for r in roots], counts
 
 
 def build_record(job: ShardJob, source: Source, plan: Plan | None) -> dict[str, Any]:
@@ -138,15 +157,12 @@ def build_record(job: ShardJob, source: Source, plan: Plan | None) -> dict[str, 
     return json.loads(json.dumps(record))
 
 
-def _safe_path(root: Path, image_path: str) -> str | None:
-    """``root / image_path`` when image_path is relative and stays inside root, else None."""
-    relative = PurePosixPath(image_path.replace("\\", "/"))
-    if not image_path or relative.is_absolute() or ".." in relative.parts:
-        return None
-    return str(root.joinpath(*relative.parts))
+def _safe_path(root: Root, image_path: str) -> str | None:
+    """Where the picture ``image_path`` of ``root`` is read (None: an unsafe image_path)."""
+    return location(root, image_path)
 
 
-def _items(pending: list[ShardSpec], roots: list[Path]) -> Iterator[Item]:
+def _items(pending: list[ShardSpec], roots: list[Root]) -> Iterator[Item]:
     for spec in pending:
         for root, image_path, dup in zip(spec.rows["root"].to_pylist(),
                                          spec.rows["image_path"].to_pylist(),
@@ -249,7 +265,7 @@ def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
         return _build(job, source, plan, build, started, progress, stage)
 
 
-def _hasher(job: ShardJob, roots: list[Path], stage: Stage, progress: bool):
+def _hasher(job: ShardJob, roots: list[Root], stage: Stage, progress: bool):
     """The plan's first pass: the FileHash of each row's picture, staged in out/.stage."""
     def hasher(rows: pa.Table):
         paths = [_safe_path(roots[r], p) for r, p in

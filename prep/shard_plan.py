@@ -68,7 +68,7 @@ class Plan:
     """The shards of a build, the image roots their ``root`` column indexes, and counts."""
 
     shards: list[ShardSpec]
-    roots: list[Path]
+    roots: list[Path | str]  # a str: an object-storage URL (:mod:`.sources`)
     counts: dict[str, int] = field(default_factory=dict)
     digest: str = ""
     grouping: dict = field(default_factory=dict)  # :func:`.curation.curate`'s summary
@@ -87,8 +87,8 @@ def _column(batch: pa.RecordBatch, name: str, kind: pa.DataType) -> pa.Array:
     return tag_lists(array) if name == "tags" else array.cast(kind)
 
 
-def read_posts(paths: Sequence[Path], images_root: Path | None = None,
-               batch_size: int = 65_536) -> tuple[pa.Table, list[Path], dict[str, int]]:
+def read_posts(paths: Sequence[Path], images_root: Path | str | None = None,
+               batch_size: int = 65_536) -> tuple[pa.Table, list[Path | str], dict[str, int]]:
     """Read the downloaded posts of ``paths`` into one POSTS_SCHEMA table.
 
     Returns the table, the image roots its ``root`` column points into, and the counts
@@ -96,7 +96,7 @@ def read_posts(paths: Sequence[Path], images_root: Path | None = None,
     EmptyInputError (see :mod:`.errors`).
     """
     units = plan_units(paths, WANTED_COLUMNS, REQUIRED_COLUMNS)
-    roots: list[Path] = []
+    roots: list[Path | str] = []  # a str: an object-storage URL
     batches: list[pa.RecordBatch] = []
     read = 0
     for unit in units:
@@ -150,7 +150,7 @@ def _digest_rows(rows: pa.Table) -> str:
     return digest.hexdigest()
 
 
-def plan_shards(posts: pa.Table, roots: list[Path], index: LabelIndex, samples_per_shard: int,
+def plan_shards(posts: pa.Table, roots: list[Path | str], index: LabelIndex, samples_per_shard: int,
                 val_fraction: float, keep_untagged: bool,
                 counts: dict[str, int] | None = None, curation: Curation | None = None,
                 hasher: Hasher | None = None) -> Plan:

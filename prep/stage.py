@@ -42,6 +42,7 @@ from tqdm import tqdm
 from .image_pool import ImagePool, Item, Result, process_item
 from .imaging import EncodedImage, ImageRejected, ImageSettings, encode, prepare_picture
 from .phash import FileHash, phash_prepared
+from .sources import read_source, stat_sources
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def hash_item(item: Item, settings: ImageSettings) -> _Work:
 
 def _stage(item: Item, settings: ImageSettings, keep: bool) -> _Work:
     try:
-        data = Path(item[0]).read_bytes() if item[0] is not None else None
+        data = read_source(item[0]) if item[0] is not None else None
     except OSError:
         data = None
     if data is None:  # process_item words the failure (bad path, missing, unreadable)
@@ -121,16 +122,6 @@ def settings_digest(settings: ImageSettings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _stat(path: str | None) -> _Stat | None:
-    if path is None:
-        return None
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
-
-
 class Stage:
     """The staged pictures of one ``out/`` and image settings (see the module docstring)."""
 
@@ -151,7 +142,7 @@ class Stage:
         Unreadable files get ``phash=None`` and an ``error``; nothing here raises for a bad file.
         """
         known = self._load()
-        stats = [_stat(p) for p in paths]
+        stats = stat_sources(paths)
         out: list[FileHash | None] = [None] * len(paths)
         todo: list[int] = []
         for i, (path, stat) in enumerate(zip(paths, stats, strict=True)):
