@@ -11,10 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_prep_make_shards_support import snapshot, write_images
+from test_prep_make_shards_support import rows_of, snapshot, write_images
 
 s3fs = pytest.importorskip("s3fs")
 
@@ -186,3 +187,84 @@ def test_webdataset_reads_the_same_urls(dataset, reference):
     local = [sample["__key__"] for sample in
              wds.WebDataset(shard_urls(reference, "train"), shardshuffle=False)]
     assert keys == local and len(keys) == 37
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A scrape folder (raw/: posts parquet parts + images) and a captioned folder (pics/)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shards.tags import write_tags
+
+    root = tmp_path_factory.mktemp("inputs")
+    raw = root / "raw"
+    images = write_images(raw / "images" / "ab", 9) + write_images(raw / "images" / "cd", 3,
+                                                                   seed=3)
+    (raw / "posts").mkdir()
+    tags = ["cat", "dog", "tree"]
+    for part in range(2):
+        rows = [{"site": "danbooru", "id": 10 * i + part, "md5": f"m{i}",
+                 "rating": "general", "tags": [tags[i % 3], tags[(i + 1) % 3]],
+                 "image_path": path.relative_to(raw).as_posix(),
+                 "status": "downloaded" if i != 4 else "failed"}
+                for i, path in enumerate(images) if i % 2 == part]
+        rows.append({"site": "gelbooru", "id": part, "md5": f"bad{part}", "rating": "general",
+                     "tags": ["cat"], "image_path": "../outside.png", "status": "downloaded"})
+        pq.write_table(pa.Table.from_pylist(rows), raw / "posts" / f"part-{part}.parquet")
+    write_tags(root / "tags.csv", [(i, name, 0, 5) for i, name in enumerate(tags)])
+    pics = root / "pics"
+    for i, path in enumerate(write_images(pics / "a", 5, seed=4) + write_images(pics / "b", 4,
+                                                                               seed=5)):
+        if i != 2:  # one image without a caption: no tags
+            path.with_suffix(".txt").write_text(f"{tags[i % 3]}, {tags[(i + 2) % 3]}\n")
+    write_images(pics / ".hidden", 1, seed=6)  # left out, on disk as in the bucket
+    return root
+
+
+def _upload(fs, local: Path, prefix: str) -> str:
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        fs.put_file(str(path), f"{BUCKET}/{prefix}/{path.relative_to(local).as_posix()}")
+    return f"s3://{BUCKET}/{prefix}/"
+
+
+def _build(tmp_path: Path, name: str, *argv: str) -> Path:
+    from prep.cli import main
+
+    out = tmp_path / name
+    assert main(["make-shards", *argv, "--out", str(out), "--workers", "1", "-q", *ARGS]) == 0
+    return out
+
+
+def _same_build(local: Path, remote: Path) -> None:
+    assert snapshot(remote) == snapshot(local) and snapshot(local)
+    assert (remote / "tags.csv").read_bytes() == (local / "tags.csv").read_bytes()
+    manifests = [json.loads((out / "manifest.json").read_text()) for out in (local, remote)]
+    for manifest in manifests:  # a folder's tag source names the folder or its URL
+        manifest["tags"].pop("source")
+    assert manifests[0] == manifests[1]
+
+
+def test_make_shards_reads_posts_and_images_from_s3(s3, inputs, tmp_path):
+    tags = str(inputs / "tags.csv")
+    local = _build(tmp_path, "local", "--posts", str(inputs / "raw"), "--tags", tags)
+    rows = [r for split in ("train", "val") for r in rows_of(local, split)]
+    assert Counter(r["status"] for r in rows) == {"success": 11, "failed_bad_path": 2}
+    url = _upload(s3, inputs / "raw", "in/raw")
+    _same_build(local, _build(tmp_path, "remote", "--posts", url, "--tags", tags))
+    # posts here, images in the bucket; and one posts file given by its URL
+    _same_build(local, _build(tmp_path, "images", "--posts", str(inputs / "raw"), "--tags", tags,
+                              "--images-root", url))
+    one = _build(tmp_path, "one", "--posts", f"{url}posts/part-0.parquet", "--tags", tags,
+                 "--images-root", url)
+    assert len(snapshot(one)) and all(r["id"] % 10 == 0 for r in rows_of(one))
+
+
+def test_make_shards_reads_a_captioned_folder_from_s3(s3, inputs, tmp_path):
+    local = _build(tmp_path, "local", "--folder", str(inputs / "pics"))
+    assert len(rows_of(local)) == 8  # the image without a caption has no tag: left out
+    url = _upload(s3, inputs / "pics", "in/pics")
+    remote = _build(tmp_path, "remote", "--folder", url)
+    _same_build(local, remote)
+    manifest = json.loads((remote / "manifest.json").read_text())
+    assert manifest["tags"]["source"] == f"built from {url}"
