@@ -2,6 +2,7 @@
 
     prep make-shards --posts raw/ --tags tags.csv --out shards/
     prep make-shards --folder my_images/ --out shards/
+    prep make-shards --posts s3://bucket/raw/ --tags tags.csv --out shards/   # (.sources)
 
 Flow: load the input (:mod:`.shard_plan` reads posts; :mod:`.folder_input` scans a folder and
 builds its tag index) -> lock ``out/`` -> first pass (:mod:`.stage`: every candidate picture

@@ -232,7 +232,7 @@ def _build(tmp_path: Path, name: str, *argv: str) -> Path:
     from prep.cli import main
 
     out = tmp_path / name
-    assert main(["make-shards", *argv, "--out", str(out), "--workers", "1", "-q", *ARGS]) == 0
+    assert main(["make-shards", "--out", str(out), "--workers", "1", "-q", *ARGS, *argv]) == 0
     return out
 
 
@@ -251,7 +251,8 @@ def test_make_shards_reads_posts_and_images_from_s3(s3, inputs, tmp_path):
     rows = [r for split in ("train", "val") for r in rows_of(local, split)]
     assert Counter(r["status"] for r in rows) == {"success": 11, "failed_bad_path": 2}
     url = _upload(s3, inputs / "raw", "in/raw")
-    _same_build(local, _build(tmp_path, "remote", "--posts", url, "--tags", tags))
+    _same_build(local, _build(tmp_path, "remote", "--posts", url, "--tags", tags,
+                              "--workers", "2"))  # worker processes read the bucket too
     # posts here, images in the bucket; and one posts file given by its URL
     _same_build(local, _build(tmp_path, "images", "--posts", str(inputs / "raw"), "--tags", tags,
                               "--images-root", url))
