@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "none, or a path to backbone weights")
     g.add_argument("--head", choices=["linear", "mlp"])
     g.add_argument("--dropout", type=float)
+    g.add_argument("--head-bias", choices=["prior", "default"],
+                   help="multi-label head's starting bias: prior (default; each tag's "
+                   "log-odds from the tags.csv counts over the shards' samples) or default "
+                   "(PyTorch's init)")
     g.add_argument("--task", choices=["multilabel", "multiclass", "binary"],
                    help="default: what the shards' manifest says, else multilabel")
     g.add_argument("--positive", help="binary task: the class that counts as present")
