@@ -188,3 +188,21 @@ def test_device_decoding_trains_on_encoded_batches(shards, tmp_path):
     report = Run(_settings(shards, tmp_path / "run", epochs=1, device_decode=True,
                            workers=2)).fit()
     assert report["step"] > 0 and report["skipped_samples"] == 0
+
+
+def test_the_head_starts_at_each_tags_base_rate(shards, tmp_path):
+    # lr 0: the exported head is the initial one; its bias is the log-odds of tags.csv's counts
+    from scipy.special import logit
+    Run(_settings(shards, tmp_path / "run", epochs=1, max_steps=1, lr=0.0, image_size=32,
+                  keep="last")).fit()
+    manifest = read_manifest(shards)
+    samples = sum(split["successes"] for split in manifest["splits"].values())
+    counts = np.array([int(line.split(",")[3])
+                       for line in (shards / "tags.csv").read_text().splitlines()[1:]])
+    expected = logit(np.clip(np.minimum(counts, samples) / samples, 1e-4, 1 - 1e-4))
+    bias = load_file(tmp_path / "run" / "model.safetensors")["head.1.bias"].double().numpy()
+    np.testing.assert_allclose(bias, expected, rtol=1e-5, atol=1e-5)
+    Run(_settings(shards, tmp_path / "plain", epochs=1, max_steps=1, lr=0.0, image_size=32,
+                  keep="last", head_bias="default")).fit()
+    plain = load_file(tmp_path / "plain" / "model.safetensors")["head.1.bias"].numpy()
+    assert np.abs(plain).max() < 0.1      # PyTorch's uniform init, 1/sqrt(512) wide

@@ -40,7 +40,7 @@ from .errors import DataError, TrainError
 from .loop import Loop, StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
-from .models import build_model, transfer
+from .models import build_model, prior_bias, transfer
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
 from .tensorboard_log import Board, settings_block
@@ -151,7 +151,7 @@ class Run:
         self.precision = resolve_precision(s.precision, self.device)
         torch.manual_seed(s.seed)
         np.random.seed(s.seed)
-        self._build_model(targets.size, local)
+        self._build_model(targets.size, local, self._priors(manifest))
         self.train_ds, self.val_ds = self._loaders(manifest, targets)
         self._plan_steps()
         self._build_optimiser()
@@ -173,9 +173,25 @@ class Run:
         self.board = Board(self.out, s.log if distributed.is_main() else "none", s.log_every)
         self.loss_fn = self.board.tap(make_loss(self.task, s.loss))
 
-    def _build_model(self, outputs: int, local: int) -> None:
+    def _priors(self, manifest: dict) -> torch.Tensor | None:
+        """Each tag's share of the samples (tags.csv counts over the manifest's samples), for
+        a multi-label head whose bias starts at the base rates; None when not wanted."""
+        if self.task != "multilabel" or self.s.head_bias == "default":
+            return None
+        if self.s.head_bias != "prior":
+            raise TrainError(f"unknown head bias {self.s.head_bias!r} (prior or default)")
+        counts = torch.tensor([float(t.get("count") or 0) for t in self.tags])
+        samples = sum(int(split.get("successes") or 0)
+                      for split in manifest.get("splits", {}).values())
+        if not samples or not counts.any():
+            return None
+        return counts.clamp(max=samples) / samples
+
+    def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> None:
         s = self.s
         model = build_model(s.model, outputs, s.weights, s.head, s.dropout)
+        if priors is not None:
+            prior_bias(model, priors)
         if s.init_from:
             self._init_from(model, Path(s.init_from))
         self.channels_last = s.channels_last and self.device.type == "cuda"

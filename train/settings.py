@@ -17,6 +17,7 @@ class TrainSettings:
     weights: str = "imagenet"            # imagenet | none | PATH to backbone weights
     head: str = "linear"                 # linear (pool, dropout, linear) | mlp (alt-i2v)
     dropout: float = 0.2
+    head_bias: str = "prior"             # prior (each tag's log-odds in the shards) | default
     task: str | None = None              # multilabel | multiclass | binary (default: manifest)
     positive: str | None = None          # binary: the class that is "present"
     init_from: str | None = None         # a previous run: keep the layers that fit
