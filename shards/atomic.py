@@ -4,6 +4,7 @@
         fh.write(data)
     write_bytes_atomic(path, data)        # the same for bytes already in memory
     write_json_atomic(path, value)        # indented UTF-8 JSON
+    publish(temporary_name(path), path)   # a file a library wrote under a name of its own
 
 The temporary file is a hidden sibling (``.<name>.<pid>.tmp``, never matched by ``*.tar`` or
 ``*.csv``), flushed and fsynced before ``os.replace``; the directory is fsynced after it, so a
@@ -44,6 +45,14 @@ def fsync_file(path: Path) -> None:
     """Flush a closed file's data to disk."""
     with path.open("rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Move ``tmp``, a finished file that a library wrote by name (an ONNX exporter, say), to
+    ``path``: fsync it, rename it, fsync the directory."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
 
 
 @contextmanager

@@ -171,8 +171,9 @@ def test_kohya_reference_tags_equal_tag_output(wd_dir, run_dir, images, tmp_path
 
 
 def test_tag_runs_on_the_wd_folder_like_on_the_run(wd_dir, run_dir, images, tmp_path):
-    options = {"plain": ["--threshold", "0.4"], "mcut": ["--mcut"],
-               "top-k": ["--threshold", "0.4", "--top-k", "2", "--exclude", "circle"]}
+    # low thresholds: the tiny run's head starts at each tag's base rate, so its scores are low
+    options = {"plain": ["--threshold", "0.05"], "mcut": ["--mcut"],
+               "top-k": ["--threshold", "0.05", "--top-k", "2", "--exclude", "circle"]}
     got = {}
     for name, model in (("run", run_dir), ("wd", wd_dir)):
         for key, flags in options.items():
@@ -183,7 +184,7 @@ def test_tag_runs_on_the_wd_folder_like_on_the_run(wd_dir, run_dir, images, tmp_
     for key in options:
         for a, b in zip(got["run", key], got["wd", key], strict=True):
             assert a["path"] == b["path"] and a["tags"] == b["tags"]
-            assert np.abs(np.array(a["scores"]) - np.array(b["scores"])).max() < 1e-4
+            np.testing.assert_allclose(a["scores"], b["scores"], rtol=0, atol=1e-4)
     assert any(len(r["tags"]) > 3 for r in got["wd", "plain"])
     assert all(len(r["tags"]) <= 2 + 2 + 1 for r in got["wd", "top-k"])     # 2 per category
     assert all("circle" not in r["tags"] for r in got["wd", "top-k"])

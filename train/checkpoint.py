@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from shards.atomic import atomic_write
 
 
 def rng_state() -> dict:
@@ -38,13 +39,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(path: Path, payload: dict) -> None:
-    """Write `payload` to `path` through a temporary file and a rename."""
+    """Write `payload` to `path` atomically (shards.atomic: temporary file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
 
 
 def load(path: Path) -> dict:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from scrape.command_line import HelpFormatter, add_deprecated_alias, run_main
+from shards.atomic import publish, temporary_name
 
 from .data import MEAN, STD
 from .errors import TrainError
@@ -72,7 +73,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, inputs: lis
                          "missing): pip install 'booru-tagger[onnx]'") from None
     if opset < MIN_OPSET:
         raise TrainError(f"--opset {opset}: torch's exporter writes opset {MIN_OPSET} or newer")
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_name(path)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     try:
         with quiet:
@@ -88,7 +89,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, inputs: lis
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
-        tmp.replace(path)
+        publish(tmp, path)
     except TrainError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; one line each

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from shards.atomic import write_bytes_atomic, write_json_atomic
 from shards.manifest import pattern_manifest
 from shards.tags import read_tags, write_tags
 
@@ -160,12 +161,11 @@ class Run:
         if distributed.is_main():
             self.out.mkdir(parents=True, exist_ok=True)
             write_tags(self.out / "tags.csv", self.tags)
-            (self.out / "config.json").write_text(json.dumps(
+            write_json_atomic(self.out / "config.json", (
                 {**s.to_dict(), "task": self.task, "precision": self.precision,
                  "device": str(self.device), "world_size": self.world,
                  "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
-                 "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total},
-                indent=2))
+                 "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total}))
             log.info("%s", settings_block(
                 s, self.task, targets.size, sum(p.numel() for p in self.model.parameters()),
                 self.train_ds.split.samples, self.val_ds.split.samples if self.val_ds else 0,
@@ -289,7 +289,7 @@ class Run:
                       "kept": kept, "kept_step": self.best.get("step", state.step)
                       if kept == "best" else state.step})
         if distributed.is_main():
-            (self.out / "eval.json").write_text(json.dumps(final, indent=2))
+            write_json_atomic(self.out / "eval.json", final)
             if kept == "best":
                 self._best_weights().replace(self.out / "model.safetensors")
                 log.info("kept the model of step %d (mAP %.4f), the best evaluated",
@@ -333,7 +333,7 @@ class Run:
         self.best = {"mAP": report["mAP"], "step": self.state.step, "epoch": self.state.epoch}
         if distributed.is_main() and self.s.keep == "best":
             self._export(self._eval_model(), self._best_weights())
-            self._best_report().write_text(json.dumps(report))
+            write_json_atomic(self._best_report(), report)
 
     def _best_weights(self) -> Path:
         return self.out / "checkpoints" / "best.safetensors"
@@ -436,12 +436,11 @@ class Run:
                      report["at_threshold_macro_f1"])
 
     def _export(self, model, path: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(state, str(tmp), metadata={"model": self.s.model, "head": self.s.head})
-        tmp.replace(path)
+        write_bytes_atomic(path, save(state, metadata={"model": self.s.model,
+                                                       "head": self.s.head}))
 
     def _plot(self) -> None:
         from .plots import plot_metrics

@@ -19,7 +19,6 @@ written as general, the only other category those tools read.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from shards.tags import write_tags
 
 from .data import MEAN, STD
 from .errors import TrainError
@@ -86,14 +87,8 @@ def compatibility_notes(run: LoadedRun) -> list[str]:
 
 def write_selected_tags(path: Path, run: LoadedRun, order: list[int], wd: list[int]) -> None:
     """selected_tags.csv: the run's tag rows in WD order, with their WD categories."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["tag_id", "name", "category", "count"])
-        for i, cat in zip(order, wd, strict=True):
-            row = run.tags[i]
-            writer.writerow([row["tag_id"], row["name"], cat, row["count"]])
-    tmp.replace(path)
+    write_tags(path, [(run.tags[i]["tag_id"], run.tags[i]["name"], cat, run.tags[i]["count"])
+                      for i, cat in zip(order, wd, strict=True)])
 
 
 def export_wd(run: LoadedRun, out: Path, opset: int = MIN_OPSET,
