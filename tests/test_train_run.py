@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from train_fixtures import emulator_shards, write_shards
+from train_fixtures import corrupt_images, emulator_shards, write_shards
 
 from shards.manifest import read_manifest, write_manifest
 from train.cli import main
@@ -56,17 +56,8 @@ def test_loss_falls_and_map_beats_the_prevalence_baseline(shards, tmp_path):
 def _with_a_corrupt_sample(shards, into):
     """A copy of `shards` whose first train shard has one undecodable image."""
     import shutil
-    import tarfile
     shutil.copytree(shards, into)
-    path = into / "train" / "00000.tar"
-    with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(path, "w") as tar:
-        for i, (member, data) in enumerate(members):
-            if i in (4, 5) and member.name.endswith(".jpg"):
-                data = b"not a jpeg" * 10
-                member.size = len(data)
-            tar.addfile(member, io.BytesIO(data))
+    corrupt_images(into / "train" / "00000.tar", (4, 5))
     return into
 
 

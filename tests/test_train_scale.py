@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import emulator_shards
+from train_fixtures import corrupt_images, emulator_shards
 
 from shards.manifest import read_manifest
 from train.run import Run
@@ -44,25 +44,14 @@ def _steps_and_keys(path: Path) -> tuple[int, set[str]]:
 def _one_val_shard_and_a_corrupt_sample(shards: Path, into: Path) -> Path:
     """A copy of `shards` with a single validation shard (fewer than the ranks) and one
     undecodable training image (its rank would take a batch fewer if it were dropped)."""
-    import io
     import shutil
-    import tarfile
     shutil.copytree(shards, into)
     manifest = json.loads((into / "manifest.json").read_text())
     val = manifest["splits"]["val"]
     val["shards"] = val["shards"][:1]
     val["successes"] = val["shards"][0]["successes"]
     (into / "manifest.json").write_text(json.dumps(manifest))
-    path = into / "train" / "00000.tar"
-    with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(path, "w") as tar:
-        for i, (member, data) in enumerate(members):
-            if i in (2, 3) and member.name.endswith(".jpg"):
-                data = b"not a jpeg" * 10
-                member.size = len(data)
-                bad = member.name.split(".")[0]
-            tar.addfile(member, io.BytesIO(data))
+    bad, = corrupt_images(into / "train" / "00000.tar", (2, 3))
     return into, bad
 
 

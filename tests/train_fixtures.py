@@ -72,3 +72,20 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
                 "task": task, "splits": splits}
     write_manifest(root, complete(root, manifest))
     return root
+
+
+def corrupt_images(tar_path: Path, members: tuple[int, ...]) -> list[str]:
+    """Rewrite the tar at `tar_path` with the image members at these member indices made
+    undecodable; returns the keys of the samples that now fail to decode."""
+    import tarfile
+    with tarfile.open(tar_path) as tar:
+        items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    broken = []
+    with tarfile.open(tar_path, "w") as tar:
+        for i, (member, data) in enumerate(items):
+            if i in members and member.name.endswith(".jpg"):
+                data = b"not a jpeg" * 10
+                member.size = len(data)
+                broken.append(member.name.split(".")[0])
+            tar.addfile(member, io.BytesIO(data))
+    return broken
