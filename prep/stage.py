@@ -189,6 +189,8 @@ class Stage:
         known: dict[str, tuple[_Stat, tuple[str, int, Staged]]] = {}
         if not self.directory.is_dir():
             return known
+        for stale in self.directory.glob(".part-*.tmp"):  # a run killed mid-write (out/ is locked)
+            stale.unlink(missing_ok=True)
         for part in sorted(self.directory.glob("part-*.feather")):
             if part.name.endswith(".images.feather"):
                 continue

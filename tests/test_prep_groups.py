@@ -61,7 +61,10 @@ def test_stage_is_reused_and_serves_the_shard_images(tmp_path):
     parts = sorted((tmp_path / "stage").rglob("part-*"))
     assert sorted(p.name.split(".", 1)[1] for p in parts) == ["feather", "images.feather"]
     stage = Stage(tmp_path / "stage", settings)
+    killed = stage.directory / ".part-0123abcd.images.feather.tmp"  # a kill -9 mid-write
+    killed.write_bytes(b"half an arrow file")
     assert stage.run(paths) == first
+    assert not killed.exists()
     assert sorted((tmp_path / "stage").rglob("part-*")) == parts  # nothing new prepared
     items = [(p, p or "x") for p in paths + [str(tmp_path / "c.png")]]
     with ImagePool(settings) as pool:
