@@ -153,3 +153,47 @@ def test_average_precision_equals_sklearns(kind):
     scores = scores.astype(np.float32)
     np.testing.assert_allclose(metrics.average_precision(scores, targets),
                                _sklearn_ap(scores, targets), rtol=1e-9, atol=1e-12)
+
+
+def _scores(kind: str, n: int = 400, tags: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    targets = (rng.random((n, tags)) < rng.uniform(0.02, 0.5, tags)).astype(np.uint8)
+    scores = rng.random((n, tags)) * 0.6 + targets * 0.4
+    if kind == "tied":
+        scores = np.round(scores, 1)
+    elif kind == "bf16":
+        scores = torch.tensor(scores, dtype=torch.float32).bfloat16().float().numpy()
+    return scores.astype(np.float32), targets
+
+
+@pytest.mark.parametrize("kind", ["tied", "bf16", "random"])
+def test_counts_equal_direct_comparisons(kind):
+    """The sorted-key counts are numpy's own `scores >= threshold`: a scalar in float32, an
+    array (per-tag thresholds, the grid) in float64."""
+    scores, targets = _scores(kind)
+    truth = targets.astype(bool)
+    per_tag = np.random.default_rng(3).choice([0.1, 0.2, 0.3, 0.7, 0.9], scores.shape[1])
+    for threshold, compared in ((0.3, np.float32(0.3)), (0.7, np.float32(0.7)),
+                                (per_tag, per_tag)):
+        pred = scores >= compared
+        tp, fp, fn = metrics.confusion(scores, targets, threshold)
+        np.testing.assert_array_equal(tp, (pred & truth).sum(axis=0))
+        np.testing.assert_array_equal(fp, (pred & ~truth).sum(axis=0))
+        np.testing.assert_array_equal(fn, (~pred & truth).sum(axis=0))
+    predicted, tp = metrics.grid_counts(scores, targets, metrics.F1_GRID)
+    above = scores[None] >= metrics.F1_GRID[:, None, None]
+    np.testing.assert_array_equal(predicted, above.sum(axis=1))
+    np.testing.assert_array_equal(tp, (above & truth[None]).sum(axis=1))
+
+
+@pytest.mark.parametrize("kind", ["tied", "bf16"])
+def test_evaluate_in_one_pass_equals_the_separate_metrics(kind):
+    scores, targets = _scores(kind, tags=60)
+    report = metrics.evaluate(scores, targets, threshold=0.4)
+    pr = metrics.pr_equal_threshold(scores, targets)
+    per_tag = metrics.best_thresholds(scores, targets, pr)
+    assert report["pr_threshold"] == pr
+    assert report["per_tag"]["threshold"] == per_tag.tolist()
+    for prefix, threshold in (("at_threshold_", 0.4), ("at_pr_", pr), ("per_tag_", per_tag)):
+        for key, value in metrics.f1_at(scores, targets, threshold).items():
+            assert report[prefix + key] == pytest.approx(value, abs=1e-12), prefix + key
