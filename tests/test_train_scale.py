@@ -98,10 +98,34 @@ def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shard
     report = json.loads((run / "eval.json").read_text())
     assert report["samples"] == manifest["val"]["successes"]
     assert report["val_loss"] == pytest.approx(_val_loss_in_one_process(shards, run), rel=1e-4)
+    _ranks_without_a_shared_out_fail_at_start(cmd, env, run, tmp_path)
     # The checkpoint of two ranks resumes in one process, for a second epoch.
     report = Run(TrainSettings(shards=str(shards), out=str(run), epochs=2, resume=True,
                                **BASE)).fit()
     assert report["step"] > saved["step"] and report["epoch"] == 2
+
+
+def _ranks_without_a_shared_out_fail_at_start(cmd: list[str], env: dict, run: Path,
+                                              tmp_path: Path) -> None:
+    """Two "nodes", each with its own --out: only rank 0's holds the checkpoint. Resuming must
+    fail on both ranks with the shared-filesystem message, not train apart or hang."""
+    import shutil
+    shutil.copytree(run, tmp_path / "node-0")
+    (tmp_path / "node-1").mkdir()
+    wrapper = tmp_path / "per_rank_out.py"
+    wrapper.write_text("import os, sys\nfrom train.entry import train_main\n"
+                       "sys.exit(train_main([a.replace('{rank}', os.environ['RANK']) "
+                       "for a in sys.argv[1:]]))\n")
+    module = cmd.index("-m", cmd.index("--master_port"))
+    launcher, args = cmd[:module], cmd[module + 2:]
+    launcher[launcher.index("--master_port") + 1] = str(_free_port())
+    args[args.index("--out") + 1] = str(tmp_path / "node-{rank}")
+    result = subprocess.run([*launcher, str(wrapper), *args, "--resume", "--epochs", "2"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    assert result.stderr.count("--out must be on a filesystem shared by every node") == 2
+    assert "[None, " in result.stderr or ", None]" in result.stderr  # rank 1 found none
+    assert not (tmp_path / "node-1" / "checkpoints").exists()
 
 
 def _keys_of(folder: Path) -> set[str]:
