@@ -9,14 +9,14 @@ and the same metrics sliced by tag frequency rank and by category.
 One pass over `CHUNK` tags at a time sorts each tag's scores once (as int64 keys that carry the
 target in their lowest bit: numpy's SIMD sort, about ten times an argsort's speed); average
 precision and the counts at every threshold then come from the sorted keys by binary search.
-50,000 images x 5,000 tags take a few hundred MB beyond the two input matrices (bench/eval.py).
+50,000 images x 5,000 tags take 38 s and 0.8 GiB beyond the two input matrices (bench/eval.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-CHUNK = 256
+CHUNK = 128
 PR_GRID = np.linspace(0.01, 0.99, 99)
 # Not below 0.1: for a tag the model has not learned, "everything" maximises F1.
 F1_GRID = np.linspace(0.1, 0.9, 41)
