@@ -48,7 +48,13 @@ from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
 from .posts_reader import JSONL_FILE_SUFFIXES, PARQUET_SUFFIXES
-from .shard_output import locked, manifest, prepare_output, refuse_other_settings
+from .shard_output import (
+    locked,
+    manifest,
+    prepare_output,
+    refuse_other_settings,
+    remove_temporaries,
+)
 from .shard_plan import Plan, ShardSpec, image_root, plan_shards, read_posts
 from .sources import Root, fetch_posts, location
 from .stage import PART_ROWS, STAGE_DIR, Stage
@@ -283,6 +289,7 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         resumed = prepare_output(job.out, build, job.overwrite)
     if stage is not None:
         stage.forget_others()
+    remove_temporaries(job.out)
     tags_copy = job.out / TAGS
     if not tags_copy.is_file() or sha256_file(tags_copy) != build["tags_sha256"]:
         write_bytes_atomic(tags_copy, source.tags_csv)
@@ -291,8 +298,6 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         job.store.begin(job.out)
     for split in SPLITS:
         (job.out / split).mkdir(exist_ok=True)
-        for stale in (job.out / split).glob(".*.tmp"):
-            stale.unlink()
     mine = [s for i, s in enumerate(plan.shards) if i % job.num_nodes == job.node_rank]
     pending = [s for s in mine if not _done(job, s)]
     if resumed:

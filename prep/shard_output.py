@@ -86,8 +86,17 @@ def clear_output(out: Path) -> None:
     """Delete what make-shards writes in ``out`` (nothing else)."""
     for split in SPLITS:
         shutil.rmtree(out / split, ignore_errors=True)
-    for name in (MANIFEST, TAGS, f".{MANIFEST}.tmp", f".{TAGS}.tmp"):
+    for name in (MANIFEST, TAGS):
         (out / name).unlink(missing_ok=True)
+    remove_temporaries(out)
+
+
+def remove_temporaries(out: Path) -> None:
+    """Delete the temporary files of a killed run (``.<name>.<pid>.tmp``, shards.atomic's
+    names) beside the manifest and in the splits; ``out`` is locked, so none is in use."""
+    for folder in (out, *(out / split for split in SPLITS)):
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 INPUT_FIELDS = ("tags_sha256", "plan_sha256", "samples")  # the build record's input side

@@ -131,6 +131,8 @@ def test_kill_9_in_the_shards_then_resume(folder, reference, tmp_path):
     for name, data in snapshot(out).items():  # whatever has a final name is complete
         assert data == expected[name], name
     kept = {p: p.stat().st_mtime_ns for p in out.glob("train/*") if p.stem[:5] in done}
+    for stale in (".manifest.json.99999.tmp", "train/.00008.tar.99999.tmp"):  # killed mid-write
+        (out / stale).write_bytes(b"half a file")
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr

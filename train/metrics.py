@@ -191,8 +191,8 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | N
     ap, predicted, tp, positives = _pass(scores, targets, limits)
     k = len(grid)
     pr_rows, f1_rows = np.searchsorted(grid, PR_GRID), np.searchsorted(grid, F1_GRID)
-    pr_index = int(np.flatnonzero(PR_GRID == pr_equal_threshold(
-        scores, targets, (predicted[pr_rows], tp[pr_rows])))[0])
+    pr_index = int(np.flatnonzero(pr_equal_threshold(
+        scores, targets, (predicted[pr_rows], tp[pr_rows])) == PR_GRID)[0])
     pr = float(PR_GRID[pr_index])
     per_tag = best_thresholds(scores, targets, pr, min_support,
                               (predicted[f1_rows], tp[f1_rows]))
