@@ -197,3 +197,9 @@ def test_evaluate_in_one_pass_equals_the_separate_metrics(kind):
     for prefix, threshold in (("at_threshold_", 0.4), ("at_pr_", pr), ("per_tag_", per_tag)):
         for key, value in metrics.f1_at(scores, targets, threshold).items():
             assert report[prefix + key] == pytest.approx(value, abs=1e-12), prefix + key
+
+
+def test_evaluate_without_samples_reports_nothing_learned():
+    report = metrics.evaluate(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.uint8))
+    assert report["samples"] == 0 and report["mAP"] == 0.0
+    assert report["tags_with_positives"] == 0 and report["at_threshold_micro_f1"] == 0.0

@@ -92,7 +92,7 @@ def _pass(scores, targets, thresholds: np.ndarray | None = None):
     k = 0 if thresholds is None else len(thresholds)
     ap, positives = np.full(tags, np.nan), np.zeros(tags)
     predicted, tp = np.zeros((k, tags)), np.zeros((k, tags))
-    for start in range(0, tags, CHUNK):
+    for start in range(0, tags if n else 0, CHUNK):          # no rows: no AP, no counts
         cols = slice(start, min(tags, start + CHUNK))
         chunk = _Sorted(scores[:, cols], targets[:, cols])
         ap[cols], positives[cols] = chunk.average_precision(), chunk.positives
