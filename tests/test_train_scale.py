@@ -78,13 +78,12 @@ def _val_loss_in_one_process(shards: Path, run: Path) -> float:
 def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shards, tmp_path):
     shards, bad = _one_val_shard_and_a_corrupt_sample(shards, tmp_path / "shards")
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "train",
-           "--stream", "--shards", str(shards), "--out", str(run), "--arch", "resnet18",
-           "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-           "--workers", "0", "--shuffle-buffer", "50", "--keep", "last", "-q"]
+    args = ["--stream", "--shards", str(shards), "--arch", "resnet18", "--weights", "none",
+            "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--workers", "0",
+            "--shuffle-buffer", "50", "--keep", "last", "-q"]
     env = {**os.environ, "BOORU_TAGGER_TRACE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(_two_ranks("-m", "train", *args, "--out", str(run)),
+                            capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     steps0, keys0 = _steps_and_keys(run / "samples-rank0.txt")
     steps1, keys1 = _steps_and_keys(run / "samples-rank1.txt")
@@ -98,14 +97,20 @@ def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shard
     report = json.loads((run / "eval.json").read_text())
     assert report["samples"] == manifest["val"]["successes"]
     assert report["val_loss"] == pytest.approx(_val_loss_in_one_process(shards, run), rel=1e-4)
-    _ranks_without_a_shared_out_fail_at_start(cmd, env, run, tmp_path)
+    _ranks_without_a_shared_out_fail_at_start(args, env, run, tmp_path)
     # The checkpoint of two ranks resumes in one process, for a second epoch.
     report = Run(TrainSettings(shards=str(shards), out=str(run), epochs=2, resume=True,
                                **BASE)).fit()
     assert report["step"] > saved["step"] and report["epoch"] == 2
 
 
-def _ranks_without_a_shared_out_fail_at_start(cmd: list[str], env: dict, run: Path,
+def _two_ranks(*command: str) -> list[str]:
+    """`command` (a script or -m module, then its arguments) on two ranks under torchrun."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *command]
+
+
+def _ranks_without_a_shared_out_fail_at_start(args: list[str], env: dict, run: Path,
                                               tmp_path: Path) -> None:
     """Two "nodes", each with its own --out: only rank 0's holds the checkpoint. Resuming must
     fail on both ranks with the shared-filesystem message, not train apart or hang."""
@@ -116,11 +121,8 @@ def _ranks_without_a_shared_out_fail_at_start(cmd: list[str], env: dict, run: Pa
     wrapper.write_text("import os, sys\nfrom train.entry import train_main\n"
                        "sys.exit(train_main([a.replace('{rank}', os.environ['RANK']) "
                        "for a in sys.argv[1:]]))\n")
-    module = cmd.index("-m", cmd.index("--master_port"))
-    launcher, args = cmd[:module], cmd[module + 2:]
-    launcher[launcher.index("--master_port") + 1] = str(_free_port())
-    args[args.index("--out") + 1] = str(tmp_path / "node-{rank}")
-    result = subprocess.run([*launcher, str(wrapper), *args, "--resume", "--epochs", "2"],
+    result = subprocess.run(_two_ranks(str(wrapper), *args, "--out", str(tmp_path / "node-{rank}"),
+                                       "--resume", "--epochs", "2"),
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0
     assert result.stderr.count("--out must be on a filesystem shared by every node") == 2
