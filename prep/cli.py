@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from scrape.command_line import HelpFormatter, add_config_option, run_main
+from cli_kit.command_line import HelpFormatter, add_config_option, run_main
 from shards.storage import StorageError, is_object_url
 
 from .curation import DEDUPE_POLICIES, NEAR_DISTANCE, Curation

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from scrape.command_line import HelpFormatter
+from cli_kit.command_line import HelpFormatter
 from shards.errors import ManifestError
 from shards.format import TAGS, ShardPaths, sha256_file
 from shards.manifest import complete, read_manifest, write_manifest

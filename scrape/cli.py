@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli_kit.command_line import HelpFormatter, add_config_option, run_main
+
 from . import DEFAULT_AGENT
-from .command_line import HelpFormatter, add_config_option, run_main
 from .errors import FetchError, ScrapeError, UsageError
 from .post import RATINGS
 from .sites import SITES

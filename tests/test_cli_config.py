@@ -13,7 +13,7 @@ import argparse
 import pytest
 from test_prep_make_shards_support import write_images
 
-from scrape.command_line import run_main
+from cli_kit.command_line import run_main
 
 
 def parsed(name: str, argv: list[str]) -> argparse.Namespace:

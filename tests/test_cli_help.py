@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scrape.command_line import HelpFormatter
+from cli_kit.command_line import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -94,7 +94,8 @@ def full_env(built, tmp_path_factory) -> Path:
 def test_wheel_ships_every_subpackage_and_nothing_else(built):
     names = zipfile.ZipFile(built[0]).namelist()
     shipped = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
-    expected = {str(p.parent.relative_to(ROOT)) for pkg in ("scrape", "prep", "shards", "train")
+    packages = ("cli_kit", "scrape", "prep", "shards", "train")
+    expected = {str(p.parent.relative_to(ROOT)) for pkg in packages
                 for p in (ROOT / pkg).rglob("__init__.py")}
     assert expected <= shipped, f"missing from the wheel: {sorted(expected - shipped)}"
     assert {"scrape/sites", "scrape/emulator"} <= shipped

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["scrape", "prep", "shards", "train"]
+PACKAGES = ["cli_kit", "scrape", "prep", "shards", "train"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

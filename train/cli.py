@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import fields
 
-from scrape.command_line import (
+from cli_kit.command_line import (
     HelpFormatter,
     add_config_option,
     add_deprecated_alias,

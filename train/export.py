@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from scrape.command_line import HelpFormatter, add_deprecated_alias, run_main
+from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 from shards.atomic import publish, temporary_name
 
 from .data import MEAN, STD

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scrape.command_line import HelpFormatter, add_deprecated_alias, run_main
+from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 
 from ..errors import TrainError
 from ..metrics import evaluate

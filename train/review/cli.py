@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from scrape.command_line import HelpFormatter, run_main
+from cli_kit.command_line import HelpFormatter, run_main
 
 from ..errors import TrainError
 from ..tag.captions import CaptionStyle

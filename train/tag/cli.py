@@ -25,14 +25,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from prep.imaging import IMAGE_SUFFIXES
-from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
-from scrape.command_line import (
+from cli_kit.command_line import (
     HelpFormatter,
     add_config_option,
     add_deprecated_alias,
     run_main,
 )
+from prep.imaging import IMAGE_SUFFIXES
+from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError

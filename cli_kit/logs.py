@@ -4,8 +4,8 @@
 
 One handler on stderr, ``LEVEL logger: message``; ``-v`` shows DEBUG, ``-q`` only warnings and
 errors. Calling it again (tests run several commands in one process) replaces the handler it
-added instead of stacking another. It lives in scrape, the package that imports no other of
-ours, so that prep and train can use the same one (STYLE.md: one copy of each small thing).
+added instead of stacking another. It lives in ``cli_kit``, which imports no stage, so that
+every command uses this same one.
 """
 
 from __future__ import annotations

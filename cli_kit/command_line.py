@@ -10,8 +10,8 @@ defaults of the parser (or of the subcommand's parser), so any flag given on the
 abbreviated or not, wins. Each value is checked through the action of the flag it stands for
 (its type, choices, a bool for a switch, a list for several values; a list of strings
 for a one-value flag is joined with commas); a bad or unknown key is a
-one-line error, ``CMD: error: FILE: key: ...``, and exit code 2. It lives in scrape, the package
-every other one may import (STYLE.md: one copy of each small thing).
+one-line error, ``CMD: error: FILE: key: ...``, and exit code 2. It lives in ``cli_kit``, which
+imports no stage, so that every command shares this one copy.
 """
 
 from __future__ import annotations
