@@ -17,14 +17,12 @@ import urllib.request
 from pathlib import Path
 
 from scrape.emulator import EmulatorThread
+from scrape.emulator.sites import SITES
 from scrape.emulator.vocab import BACKGROUND_COLOURS
 from shards.manifest import read_manifest
 from shards.tags import read_tags
 
 AGENT = "booru-tagger-demo/0.1"
-SITES = {"danbooru": "/posts.json?limit=1", "gelbooru": "/index.php?page=dapi&s=post&q=index"
-         "&json=1&limit=1", "safebooru": "/index.php?page=dapi&s=post&q=index&json=1&limit=1",
-         "yandere": "/post.json?limit=1", "konachan": "/post.json?limit=1"}
 
 
 def get_json(url: str):
@@ -77,8 +75,8 @@ def main() -> int:
     start = time.time()
     with EmulatorThread(seed=0, posts=args.posts, image_scale=0.35) as emu:
         print(f"1. emulator: {args.posts} posts on {emu.url}")
-        for site, path in SITES.items():
-            reply = get_json(emu.site(site) + path)
+        for site, entry in SITES.items():
+            reply = get_json(emu.site(site) + entry.one_post)
             posts = reply.get("post", []) if isinstance(reply, dict) else reply
             print(f"   {site:10s} answers: {len(posts)} post(s), e.g. id {posts[0]['id']}")
         visual = get_json(f"{emu.url}/_emulator/visual-tags")

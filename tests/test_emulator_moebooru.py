@@ -14,7 +14,7 @@ from PIL import Image
 
 from scrape.emulator import EmulatorThread
 from scrape.emulator import vocab as V
-from scrape.emulator.moebooru import SITES
+from scrape.emulator.moebooru import KONACHAN, YANDERE
 from tests.conftest import http_get
 
 POST_KEYS = [
@@ -286,6 +286,6 @@ def test_konachan_names_its_files_after_itself(emulator):
     r = http_get(p["file_url"])
     assert r.status == 200 and hashlib.md5(r.body).hexdigest() == p["md5"]
     assert http_get(p["file_url"].replace("Konachan.com", "yande.re")).status == 404
-    assert SITES["konachan"].types[6] == "style" and "style" not in SITES["yandere"].types.values()
-    assert {"circle", "faults"} <= set(SITES["yandere"].types.values())
+    assert KONACHAN.types[6] == "style" and "style" not in YANDERE.types.values()
+    assert {"circle", "faults"} <= set(YANDERE.types.values())
     assert get(emulator, "/tag.json?limit=1", site="konachan").status == 200

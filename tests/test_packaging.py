@@ -108,7 +108,7 @@ def test_sdist_holds_what_the_wheel_needs(built):
     with tarfile.open(built[1]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     assert {"README.md", "LICENSE", "pyproject.toml", "scrape/sites/danbooru.py",
-            "scrape/emulator/server.py", "train/entry.py"} <= names
+            "scrape/emulator/app.py", "train/entry.py"} <= names
 
 
 def test_every_console_script_answers_help_from_the_full_install(full_env, tmp_path):

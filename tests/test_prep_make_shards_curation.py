@@ -18,8 +18,9 @@ from prep.curation import NEAR_DISTANCE
 from prep.groups import popcount
 from prep.phash import from_hex
 from prep.split import split_of
+from scrape.sites import SITES as ADAPTERS
 
-SITES = ("danbooru", "gelbooru", "safebooru", "yandere", "konachan")
+SITES = list(ADAPTERS)
 
 
 def _scrape(emulator, raw, site: str, limit: int, *extra: str) -> list[dict]:

@@ -14,8 +14,9 @@ from test_scrape_units import FakeClock
 
 from scrape.emulator import EmulatorThread
 from scrape.http import Client
+from scrape.sites import SITES as ADAPTERS
 
-SITES = ["danbooru", "gelbooru", "safebooru", "yandere", "konachan"]
+SITES = list(ADAPTERS)
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,10 @@ import scrape.emulator.gelbooru as gelbooru_emulator
 import scrape.sites.gelbooru as gelbooru_adapter
 from scrape.emulator import EmulatorThread, FaultConfig
 from scrape.emulator.gelbooru import DIALECT
+from scrape.sites import SITES as ADAPTERS
 from scrape.sites.gelbooru import Safebooru
 
-SITES = ["danbooru", "gelbooru", "safebooru", "yandere", "konachan"]
+SITES = list(ADAPTERS)         # every site the scraper has an adapter for
 QUERY = "fubowa_rino"          # a copyright of the session world: ~50 posts, with characters
 
 

@@ -9,7 +9,7 @@ import sys
 
 from .faults import KINDS, FaultConfig
 from .runner import build, start
-from .server import SITES
+from .sites import SITES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

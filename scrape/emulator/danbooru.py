@@ -19,7 +19,8 @@ from aiohttp import web
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, file_base, json_response, ruby_to_i, serve_file
+from .responses import file_base, json_response, ruby_to_i, serve_file
+from .state import EMULATOR, Emulator
 from .world import Post
 from .xml_form import rails_xml
 

@@ -3,7 +3,7 @@
     GET /index.php?page=dapi&s=post&q=index   limit, pid (0-based), tags, id, json=1
     GET /index.php?page=dapi&s=tag&q=index    id, limit, after_id, name, names, name_pattern,
                                               order (ASC|DESC), orderby (date|count|name), json=1
-    GET /images|samples|thumbnails/...        files, through server.serve_file
+    GET /images|samples|thumbnails/...        files, through responses.serve_file
 
 Behaviour from shared/reference/booru-apis.md section 2 (checklist 14-21): `limit` capped at
 100 / 1000, offsets past 20 000 answer 200 text/html "Too deep! ..." (safebooru's limit is
@@ -49,7 +49,8 @@ from .gelbooru_posts import (
     sha1_name,
     to_int,
 )
-from .server import EMULATOR, Emulator, file_base, serve_file
+from .responses import file_base, serve_file
+from .state import EMULATOR, Emulator
 from .world import ID_SPAN, RATINGS, Post, World
 from .xml_form import attributes_xml
 

@@ -5,7 +5,7 @@ Behaviour copied from the Moebooru source (see shared/reference/booru-apis.md se
 `page` is 1-based and clamped to 1..1,000,000 with no depth limit, posts come newest first,
 deleted posts are left out unless the query asks for them (`status:deleted`) or names an id,
 more than 6 positive or 6 negated tags answer 500, `api_version=2` wraps posts in an envelope
-(JSON only: XML answers 424). The two sites differ only by a row of `SITES`.
+(JSON only: XML answers 424). The two sites differ only by a `MoeSite` (`YANDERE`, `KONACHAN`).
 
 Files: `/image/{md5}/{pretty name}.{ext}`, `/sample/{md5}/{pretty name}.jpg` and
 `/data/preview/{md5[0:2]}/{md5[2:4]}/{md5}.jpg`. No post has a separate JPEG version (the
@@ -26,7 +26,8 @@ from PIL import Image
 
 from . import query as Q
 from . import vocab as V
-from .server import EMULATOR, Emulator, file_base, json_response, ruby_to_i, serve_file
+from .responses import file_base, json_response, ruby_to_i, serve_file
+from .state import EMULATOR, Emulator
 from .world import Post
 from .xml_form import attributes_xml, rails_xml
 
@@ -56,10 +57,8 @@ class MoeSite:
         return {**BASE_TYPES, **self.extra_types}
 
 
-SITES = {
-    "yandere": MoeSite("yandere", "yande.re", {6: "circle", 7: "faults"}),
-    "konachan": MoeSite("konachan", "Konachan.com -", {6: "style"}, lists_file_ext=False),
-}
+YANDERE = MoeSite("yandere", "yande.re", {6: "circle", 7: "faults"})
+KONACHAN = MoeSite("konachan", "Konachan.com -", {6: "style"}, lists_file_ext=False)
 SITE_KEY = web.AppKey("moebooru_site", MoeSite)
 
 
@@ -375,8 +374,8 @@ def make_app(site: MoeSite) -> web.Application:
 
 
 def make_yandere(emulator: Emulator) -> web.Application:
-    return make_app(SITES["yandere"])
+    return make_app(YANDERE)
 
 
 def make_konachan(emulator: Emulator) -> web.Application:
-    return make_app(SITES["konachan"])
+    return make_app(KONACHAN)

@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from .app import make_app
 from .faults import FaultConfig, QuietResets
 from .files import FileStore
-from .server import Emulator, make_app
+from .state import Emulator
 from .world import World
 
 
