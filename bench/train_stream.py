@@ -28,14 +28,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from shards.manifest import read_manifest  # noqa: E402
+from shards.manifest import read_manifest, split_of  # noqa: E402
 from shards.reader import tar_samples  # noqa: E402
 from shards.tags import read_tags  # noqa: E402
 from train.data import (  # noqa: E402
     ShardStream,
     Targets,
     decode_image,
-    split_of,
     transforms,
 )
 from train.losses import make_loss  # noqa: E402

@@ -20,27 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from shards.errors import ManifestError
-from shards.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, TAGS
+from shards.format import FORMAT_NAME, MANIFEST, SPLITS, TAGS
 from shards.manifest import complete as complete_manifest
-from shards.manifest import read_manifest
+from shards.manifest import new_manifest, read_manifest
 
 from .errors import InputError, SettingsError
 from .imaging import ImageSettings
 from .shard_plan import Plan
+from .split import SPLIT_RULE
 from .stage import STAGE_DIR
 
 log = logging.getLogger(__name__)
 
 LOCK = ".make-shards.lock"  # flock'ed while a run writes; stays behind, empty
-LABELS_DOC = (
-    "'labels': names of the tags.csv rows a sample has (its tags in the index, and its rating "
-    "when the index has rating rows); 'label_ids': the same as 0-based row numbers of tags.csv "
-    "(row i = model output i); both in the <key>.json members and the parquet files")
-SPLIT_DOC = ("val when blake2b(f'{site}:{id}', digest_size=8) / 2**64 < val_fraction, for the "
-             "smallest (site, id) of the post's group (family by parent_id, near-duplicates by "
-             "pHash; see grouping): a group never straddles train and val")
-
-
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """Create ``out`` and hold its lock. Raises InputError when another run holds it."""
@@ -155,39 +147,15 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
     return False
 
 
-def _brace(names: list[str], split: str) -> str | None:
-    """``train/{00000..00009}.tar``: the split's tars as one webdataset brace pattern."""
-    if not names:
-        return None
-    if len(names) == 1:
-        return f"{split}/{names[0]}.tar"
-    return f"{split}/{{{names[0]}..{names[-1]}}}.tar"
-
-
 def manifest(out: Path, plan: Plan, build: dict[str, Any], *, task: str, tag_rows: int,
              tags_source: str, image: ImageSettings, complete: bool) -> dict[str, Any]:
     """The manifest; with ``complete`` it reads every shard's stats for counts and bytes."""
-    splits: dict[str, Any] = {}
-    for split in SPLITS:
-        shards = []
-        shards = [{"name": spec.name, "count": len(spec.rows)}
-                  for spec in plan.shards if spec.split == split]
-        splits[split] = {"urls": _brace([s["name"] for s in shards], split), "shards": shards,
-                         "count": sum(s["count"] for s in shards)}
-    result: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "complete": complete,
-        "task": task,
-        "tags": {"file": TAGS, "sha256": build["tags_sha256"], "rows": tag_rows,
-                 "source": tags_source},
-        "keys": f"<site>_<id>; members <key>.json and <key>.{image.format}",
-        "labels": LABELS_DOC,
-        "image": {**asdict(image), "background": "white", "channels": "RGB"},
-        "split": SPLIT_DOC,
-        "selection": plan.counts,
-        "grouping": plan.grouping,
-        "splits": splits,
-        "build": build,
-    }
+    result = new_manifest(
+        shards={split: [(spec.name, len(spec.rows)) for spec in plan.shards
+                        if spec.split == split] for split in SPLITS},
+        task=task,
+        tags={"file": TAGS, "sha256": build["tags_sha256"], "rows": tag_rows,
+              "source": tags_source},
+        image={**asdict(image), "background": "white", "channels": "RGB"},
+        split_rule=SPLIT_RULE, selection=plan.counts, grouping=plan.grouping, build=build)
     return complete_manifest(out, result) if complete else result

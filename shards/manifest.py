@@ -1,8 +1,11 @@
 """``manifest.json``: read and check it, list a split's shards, complete it, write it.
 
     manifest = read_manifest("shards/")          # or a URL, or the .json itself
+    manifest = read_manifest("shards/", allow_incomplete=False)   # refuse an unfinished build
     shards = split_shards(manifest, "shards/", "train")   # [{"url", "name", "samples"}]
+    split = split_of("shards/", manifest, "train")   # Split: urls, samples, counts (a reader's)
     split_samples(manifest, "train")             # successes in the split
+    manifest = new_manifest(shards={"train": [("00000", 500)], "val": []}, ...)  # the body
     write_manifest(Path("shards"), manifest)     # checked, then written atomically
     manifest = complete(Path("shards"), manifest)    # counts and bytes from every shard's stats
     pattern_manifest("https://host/ds/train/{00000..00099}.tar", samples=10_000)
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,28 @@ from .format import manifest_location as _manifest_location
 from .streams import expand_pattern, open_stream
 
 
-def read_manifest(source: str | Path) -> dict[str, Any]:
-    """The manifest of a shard root (local or URL). Raises ManifestError."""
+@dataclass
+class Split:
+    """The shards of one split as a reader streams them: their URLs and sample counts."""
+
+    urls: list[str]
+    samples: int
+    counts: list[int] | None = None     # samples per shard; None: unknown, taken as equal
+
+    def shard_counts(self) -> list[int]:
+        """Samples per shard: the recorded counts, or ``samples`` spread evenly."""
+        if self.counts is not None:
+            return list(self.counts)
+        q, r = divmod(self.samples, len(self.urls))
+        return [q + (i < r) for i in range(len(self.urls))]
+
+
+def read_manifest(source: str | Path, allow_incomplete: bool = True) -> dict[str, Any]:
+    """The manifest of a shard root (local or URL). Raises ManifestError.
+
+    With ``allow_incomplete`` False a build that is not finished is refused (as ``train``
+    does); the default reads it as it is (make-shards resuming it, merge-shards, readers that
+    check completeness per split with :func:`split_shards`)."""
     location, _ = _manifest_location(source)
     try:
         if is_url(location):
@@ -39,6 +63,10 @@ def read_manifest(source: str | Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ManifestError(f"cannot read the shard manifest {location}: {exc}") from exc
     check_manifest(manifest, location)
+    if not allow_incomplete and not manifest.get("complete"):
+        raise ManifestError(f"{source}: the shard build is not finished; run the same `prep "
+                            "make-shards` command again to finish it (`prep merge-shards` for a "
+                            "build split over nodes), or pass --allow-incomplete")
     return manifest
 
 
@@ -74,6 +102,19 @@ def split_shards(manifest: dict[str, Any], source: str | Path, split: str,
             for shard in splits[split]["shards"]]
 
 
+def split_of(source: str | Path, manifest: dict[str, Any], name: str) -> Split:
+    """Shard URLs and sample counts of one split (train or val) of a shards manifest. Shards
+    without a sample count are left out when others have one (unfinished shards of a build
+    read with --allow-incomplete); when none has one (a brace pattern), the split's count is
+    taken as spread evenly. Raises ManifestError for an unknown split."""
+    shards = split_shards(manifest, source, name, allow_incomplete=True)
+    done = [s for s in shards if s["samples"] is not None]
+    if not done:
+        return Split([s["url"] for s in shards], split_samples(manifest, name))
+    counts = [int(s["samples"]) for s in done]
+    return Split([s["url"] for s in done], sum(counts), counts)
+
+
 def split_samples(manifest: dict[str, Any], split: str) -> int:
     """The number of samples (successes) in ``split``; 0 when the manifest does not say."""
     info = manifest.get("splits", {}).get(split) or {}
@@ -93,6 +134,52 @@ def pattern_manifest(pattern: str, samples: int, task: str | None = None) -> dic
     if task:
         manifest["task"] = task
     return manifest
+
+
+LABELS_DOC = (
+    "'labels': names of the tags.csv rows a sample has (its tags in the index, and its rating "
+    "when the index has rating rows); 'label_ids': the same as 0-based row numbers of tags.csv "
+    "(row i = model output i); both in the <key>.json members and the parquet files")
+
+
+def new_manifest(*, shards: dict[str, list[tuple[str, int]]], task: str, tags: dict[str, Any],
+                 image: dict[str, Any], split_rule: str, selection: dict[str, Any],
+                 grouping: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
+    """The body of a manifest being built, not yet complete (:func:`complete` finishes it).
+
+    ``shards`` maps each split to its planned ``(name, samples)``; ``tags`` is the tag index
+    record (file, sha256, rows, source); ``image`` the image settings (``format`` names the
+    image member); ``split_rule`` says in words how posts were split; ``selection`` and
+    ``grouping`` are the builder's counts; ``build`` the record a rerun must match to resume."""
+    splits: dict[str, Any] = {}
+    for split, planned in shards.items():
+        entries = [{"name": name, "count": count} for name, count in planned]
+        splits[split] = {"urls": _brace([e["name"] for e in entries], split), "shards": entries,
+                         "count": sum(e["count"] for e in entries)}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "complete": False,
+        "task": task,
+        "tags": tags,
+        "keys": f"<site>_<id>; members <key>.json and <key>.{image['format']}",
+        "labels": LABELS_DOC,
+        "image": image,
+        "split": split_rule,
+        "selection": selection,
+        "grouping": grouping,
+        "splits": splits,
+        "build": build,
+    }
+
+
+def _brace(names: list[str], split: str) -> str | None:
+    """``train/{00000..00009}.tar``: the split's tars as one webdataset brace pattern."""
+    if not names:
+        return None
+    if len(names) == 1:
+        return f"{split}/{names[0]}.tar"
+    return f"{split}/{{{names[0]}..{names[-1]}}}.tar"
 
 
 def complete(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:

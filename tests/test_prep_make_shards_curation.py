@@ -10,14 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_prep_make_shards_support import encode, make_shards, rows_of
+from test_prep_make_shards_support import documented_split, encode, make_shards, rows_of
 
 import prep.cli
 import scrape.cli
 from prep.curation import NEAR_DISTANCE
 from prep.groups import popcount
 from prep.phash import from_hex
-from prep.split import split_of
 from scrape.sites import SITES as ADAPTERS
 
 SITES = list(ADAPTERS)
@@ -101,7 +100,7 @@ def test_families_and_near_duplicates_never_straddle_the_split(scraped, tmp_path
     for group in groups:
         assert len({split[k] for k in group}) == 1, group
     # a split by (site, id) alone would have cut some of these groups
-    assert any(len({split_of("danbooru", int(k.split("_")[1]), 0.5) for k in g}) > 1
+    assert any(len({documented_split("danbooru", int(k.split("_")[1]), 0.5) for k in g}) > 1
                for g in groups)
     manifest = json.loads((out / "manifest.json").read_text())
     grouping = manifest["grouping"]

@@ -10,11 +10,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_prep_make_shards_support import encode, make_shards, members, rows_of
+from test_prep_make_shards_support import (
+    documented_split,
+    encode,
+    make_shards,
+    members,
+    rows_of,
+)
 
 import prep.cli
 import scrape.cli
-from prep.split import split_of, split_point
+from prep.split import split_point
 from shards import read_shards
 
 
@@ -48,7 +54,7 @@ def test_from_the_emulator_to_shards(scraped, tmp_path, capsys):
         for row in split_rows:
             post = downloaded.pop((row["site"], row["id"]))
             if not post["parent_id"] and not post["has_children"]:  # else: its family's
-                assert split_of(row["site"], row["id"], 0.2) == split
+                assert documented_split(row["site"], row["id"], 0.2) == split
             assert row["key"] == f"danbooru_{row['id']}" and row["md5"] == post["md5"]
             assert row["tags"] == post["tags"] and row["rating"] == post["rating"]
             expected = [t for t in index if t in post["tags"] or t == post["rating"]]
@@ -139,13 +145,16 @@ def test_posts_usage_errors(tmp_path, capsys):
     assert code == 2 and "must be in [0, 1)" in err
 
 
-def test_split_is_a_pure_function_of_site_and_id():
+def test_split_point_is_the_hash_the_manifest_documents():
     assert split_point("danbooru", 123) == split_point("danbooru", 123)
     assert split_point("danbooru", 123) != split_point("gelbooru", 123)
     points = [split_point("danbooru", i) for i in range(20_000)]
     assert all(0 <= p < 1 for p in points)
-    share = Counter(split_of("danbooru", i, 0.02) for i in range(20_000))
+    for fraction in (0.02, 0.1):
+        ours = ["val" if p < fraction else "train" for p in points]
+        assert ours == [documented_split("danbooru", i, fraction) for i in range(20_000)]
+    share = Counter("val" if p < 0.02 else "train" for p in points)
     assert 0.016 < share["val"] / 20_000 < 0.024
-    small = {i for i in range(20_000) if split_of("danbooru", i, 0.02) == "val"}
-    large = {i for i in range(20_000) if split_of("danbooru", i, 0.1) == "val"}
+    small = {i for i, p in enumerate(points) if p < 0.02}
+    large = {i for i, p in enumerate(points) if p < 0.1}
     assert small < large  # growing val_fraction only adds to val

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import tarfile
@@ -18,6 +19,13 @@ from PIL import Image
 from prep.cli import main
 
 TINY = ["--image-size", "64", "--workers", "1", "-q"]
+
+
+def documented_split(site: str, post_id: int, val_fraction: float) -> str:
+    """The split the manifest's ``split`` rule gives an anchor (site, id), computed here from
+    the rule's words (blake2b, 8 bytes, big-endian, / 2**64), not with prep's code."""
+    digest = hashlib.blake2b(f"{site}:{post_id}".encode(), digest_size=8).digest()
+    return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"
 
 
 def make_shards(capsys, *argv: str) -> tuple[int, str]:

@@ -12,16 +12,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from train_fixtures import write_shards
 
+from shards.errors import ManifestError
+from shards.manifest import Split, read_manifest, split_of
 from train.data import (
     ShardStream,
-    Split,
     Targets,
     encoded_collate,
-    read_manifest,
-    split_of,
     transforms,
 )
-from train.errors import DataError
 
 LAYOUTS = {"one shard": [60], "fewer shards than streams": [25, 21],
            "unequal shards": [35, 5, 18, 13], "partial last shard": [16, 16, 16, 7],
@@ -163,9 +161,9 @@ def test_an_unfinished_build_is_refused_unless_allowed(tmp_path):
     manifest["complete"] = False
     manifest["splits"]["train"]["shards"][0].pop("successes")
     (root / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="make-shards.*--allow-incomplete"):
-        read_manifest(str(root))
+    with pytest.raises(ManifestError, match="make-shards.*--allow-incomplete"):
+        read_manifest(str(root), allow_incomplete=False)
     allowed = read_manifest(str(root), allow_incomplete=True)
     assert split_of(str(root), allowed, "val").samples == 4
-    with pytest.raises(DataError):
+    with pytest.raises(ManifestError):
         read_manifest(str(tmp_path / "nowhere"))

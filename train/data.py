@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,9 +32,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
-from shards.errors import ManifestError
-from shards.manifest import read_manifest as read_shards_manifest
-from shards.manifest import split_samples, split_shards
+from shards.manifest import Split
 from shards.streams import tar_samples
 
 from .errors import DataError
@@ -46,49 +43,6 @@ STD = (0.229, 0.224, 0.225)
 IMAGE_KEYS = ("jpg", "jpeg", "webp", "png")
 MAX_WORKERS = 64
 CROP_SCALE = (0.85, 1.0)           # the default crop keeps borders and objects in the picture
-
-
-@dataclass
-class Split:
-    urls: list[str]
-    samples: int
-    counts: list[int] | None = None     # samples per shard; None: unknown, taken as equal
-
-    def shard_counts(self) -> list[int]:
-        if self.counts is not None:
-            return list(self.counts)
-        q, r = divmod(self.samples, len(self.urls))
-        return [q + (i < r) for i in range(len(self.urls))]
-
-
-def read_manifest(root: str, allow_incomplete: bool = False) -> dict:
-    """The shards' manifest.json (folder or base URL), read and checked by `shards.manifest`;
-    an unfinished build is refused unless `allow_incomplete`."""
-    try:
-        manifest = read_shards_manifest(root)
-    except ManifestError as exc:
-        raise DataError(str(exc)) from None
-    if not manifest.get("complete") and not allow_incomplete:
-        raise DataError(f"{root}: the shard build is not finished; run the same `prep "
-                        "make-shards` command again to finish it (`prep merge-shards` for a "
-                        "build split over nodes), or pass --allow-incomplete")
-    return manifest
-
-
-def split_of(root: str, manifest: dict, name: str) -> Split:
-    """Shard URLs and sample counts of one split (train or val) of a shards manifest. Shards
-    without a sample count are left out when others have one (unfinished shards of a build
-    read with --allow-incomplete); when none has one (a brace pattern), the split's count is
-    taken as spread evenly."""
-    try:
-        shards = split_shards(manifest, root, name, allow_incomplete=True)
-    except ManifestError as exc:
-        raise DataError(str(exc)) from None
-    done = [s for s in shards if s["samples"] is not None]
-    if not done:
-        return Split([s["url"] for s in shards], split_samples(manifest, name))
-    counts = [int(s["samples"]) for s in done]
-    return Split([s["url"] for s in done], sum(counts), counts)
 
 
 def rank_info() -> tuple[int, int]:

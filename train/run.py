@@ -24,7 +24,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from shards.atomic import write_bytes_atomic, write_json_atomic
-from shards.manifest import pattern_manifest
+from shards.errors import ManifestError
+from shards.manifest import pattern_manifest, read_manifest, split_of
 from shards.tags import read_tags, write_tags
 
 from . import checkpoint, distributed
@@ -33,11 +34,9 @@ from .data import (
     ShardStream,
     Targets,
     encoded_collate,
-    read_manifest,
-    split_of,
     transforms,
 )
-from .errors import DataError, TrainError
+from .errors import TrainError
 from .loop import Loop, StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
@@ -106,7 +105,7 @@ class Run:
                             batch_size=s.batch_size)
         try:
             val_split = split_of(s.shards, manifest, "val")
-        except DataError:
+        except ManifestError:
             val_split = None
         val = None
         if val_split is not None and val_split.urls and val_split.samples:
