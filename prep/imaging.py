@@ -37,7 +37,6 @@ from .sources import read_source
 RESIZE_MODES = ("pad", "keep_ratio", "center_crop", "none")
 FORMATS = ("jpg", "webp")
 ANIMATED_POLICIES = ("skip", "first-frame")
-JPEG_DECODERS = ("simplejpeg", "pillow")
 BACKGROUND = (255, 255, 255)
 DECODE_MARGIN = 3  # decode a JPEG to at least this many times the output size (see bench)
 REDUCING_GAP = 2.0  # box-reduce by an integer factor while staying >= 2x the output size

@@ -242,10 +242,9 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
 
 @dataclass
 class ShardReport:
-    """What a run did: the final manifest and how many shards it wrote or found done."""
+    """What a run did: the final manifest and how many shards it found done."""
 
     manifest: dict[str, Any]
-    shards_written: int
     shards_skipped: int
     seconds: float
 
@@ -309,8 +308,7 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         part["partition"] = {"node_rank": job.node_rank, "num_nodes": job.num_nodes,
                              "shards": [f"{s.split}/{s.name}" for s in mine]}
         write_manifest(job.out, part)
-        return ShardReport(part, len(pending), len(mine) - len(pending),
-                           time.monotonic() - started)
+        return ShardReport(part, len(mine) - len(pending), time.monotonic() - started)
     final = _manifest(job, source, plan, build, complete=True)
     write_manifest(job.out, final)
     if stage is not None:
@@ -319,7 +317,7 @@ def _build(job: ShardJob, source: Source, plan: Plan, build: dict[str, Any], sta
         job.store.finish(job.out)
     seconds = time.monotonic() - started
     log.info("done in %.1f s: %s", seconds, final["status"])
-    return ShardReport(final, len(pending), len(plan.shards) - len(pending), seconds)
+    return ShardReport(final, len(plan.shards) - len(pending), seconds)
 
 
 def _done(job: ShardJob, spec: ShardSpec) -> bool:

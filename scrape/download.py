@@ -38,9 +38,6 @@ class Saved:
     corrected: bool         # the extension differs from what the site claimed
 
 
-VARIANTS = ("original", "sample")
-
-
 def image_name(md5: str, ext: str, variant: str = "original") -> str:
     """`images/<md5[0:2]>/<md5>.<ext>`, or `<md5>-sample.<ext>` for a sample."""
     suffix = "" if variant == "original" else f"-{variant}"

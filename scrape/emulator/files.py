@@ -14,8 +14,6 @@ from dataclasses import replace
 from . import render
 from .world import IMAGE_EXTS, Post, World
 
-VARIANTS = ("original", "sample", "preview")
-
 
 class FileStore:
     def __init__(self, world: World, cache_bytes: int = 256 << 20):
