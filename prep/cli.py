@@ -177,13 +177,13 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser = commands.add_parser(
         "make-shards",
         help="decode, resize and pack images with their labels into WebDataset shards",
-        description="Write the shards of DESIGN.md boundary 3 (train/ and val/ tar + parquet "
-        "pairs, manifest.json, a copy of tags.csv) from a scrape (--posts raw/ --tags "
-        "tags.csv: downloaded posts with an image) or from a folder (--folder DIR: class "
-        "subfolders, or images beside .txt files of comma-separated tags). Output depends only "
-        "on the input and the settings; rerunning an interrupted build with the same arguments "
-        "finishes it. Unreadable, truncated, empty, oversized, animated or non-image files "
-        "become parquet rows with a status and an error message.",
+        description="Write the shards (train/ and val/ tar + parquet pairs, manifest.json, a "
+        "copy of tags.csv; docs/DESIGN.md, \"Boundary 3: shards (shards/)\") from a scrape "
+        "(--posts raw/ --tags tags.csv: downloaded posts with an image) or from a folder "
+        "(--folder DIR: class subfolders, or images beside .txt files of comma-separated tags). "
+        "Output depends only on the input and the settings; rerunning an interrupted build "
+        "with the same arguments finishes it. Unreadable, truncated, empty, oversized, animated "
+        "or non-image files become parquet rows with a status and an error message.",
         epilog="examples:\n  prep make-shards --posts raw/ --tags tags.csv --out shards/\n"
         "  prep make-shards --folder pets/ --out pet-shards/ --image-size 256 --resize-mode "
         "center_crop",

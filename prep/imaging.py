@@ -8,11 +8,11 @@
           -> alpha composited onto white, EXIF orientation applied, pad/crop
           -> RGB encoded as JPEG (4:2:0) or WebP
 
-The guards follow ../shared/reference/image-libs-bench.md section 9: a full decode always
-(never ``verify()``), truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays off), and the
-pixel count is checked from the header before decoding, with Pillow's own decompression bomb
-check raised to an error at the same limit. Every rejection is an :class:`ImageRejected` with a
-``status`` for the shard parquet; nothing else is expected to escape :func:`process_image`.
+The guards: a full decode always (never ``verify()``, which checks only the structure),
+truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays off), and the pixel count is checked
+from the header before decoding, with Pillow's own decompression bomb check raised to an error
+at the same limit. Every rejection is an :class:`ImageRejected` with a ``status`` for the shard
+parquet; nothing else is expected to escape :func:`process_image`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The tag index as a label space: read ``tags.csv`` and map a post's tags to labels.
 
-Row *i* of ``tags.csv`` is label (model output) *i* (DESIGN.md, boundary 2). A post's labels
-are its tags that are in the index, plus, when the index has the rating rows of category 9
-(``make-tag-index --include-ratings``), the row named like the post's rating. Labels come in
-row order, as names and as row indices. A post is *untagged* when none of its tags is in the
-index; its rating alone does not count.
+Row *i* of ``tags.csv`` is label (model output) *i* (docs/DESIGN.md, "Boundary 2: tag index
+(tags.csv)"). A post's labels are its tags that are in the index, plus, when the index has the
+rating rows of category 9 (``make-tag-index --include-ratings``), the row named like the post's
+rating. Labels come in row order, as names and as row indices. A post is *untagged* when none of
+its tags is in the index; its rating alone does not count.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``prep make-shards``: posts + images + tag index in, WebDataset shards out (DESIGN.md, 3).
+"""``prep make-shards``: posts + images + tag index in, WebDataset shards out
+(docs/DESIGN.md, "Boundary 3: shards (shards/)").
 
     prep make-shards --posts raw/ --tags tags.csv --out shards/
     prep make-shards --folder my_images/ --out shards/

@@ -1,4 +1,5 @@
-"""Choose the tags of the index and write ``tags.csv`` (DESIGN.md, boundary 2).
+"""Choose the tags of the index and write ``tags.csv``
+(docs/DESIGN.md, "Boundary 2: tag index (tags.csv)").
 
 The file has the format of the WD taggers' ``selected_tags.csv``: header
 ``tag_id,name,category,count``; row *i* is model output *i*. With ``include_ratings`` the four

@@ -1,8 +1,8 @@
 """Posts metadata as parquet parts: rows are buffered and flushed as new, immutable parts.
 
-Schema: shared/DESIGN.md boundary 1. A part is written to a temporary name and renamed, then
-registered in the archive; parts are never rewritten. pyarrow loads on first use (`schema()`,
-a flush), not at import: a scrape's first request need not wait for it.
+Schema: docs/DESIGN.md, "Boundary 1: scrape output (raw/)". A part is written to a temporary
+name and renamed, then registered in the archive; parts are never rewritten. pyarrow loads on
+first use (`schema()`, a flush), not at import: a scrape's first request need not wait for it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 @cache
 def schema() -> pa.Schema:
-    """The posts parquet schema (shared/DESIGN.md boundary 1), built on first use."""
+    """The posts parquet schema, built on first use
+    (docs/DESIGN.md, "Boundary 1: scrape output (raw/)")."""
     import pyarrow as pa
     tags = pa.list_(pa.string())
     return pa.schema([

@@ -1,4 +1,5 @@
-"""booru-tagger shards: WebDataset tar + parquet pairs with a manifest (DESIGN.md, boundary 3).
+"""booru-tagger shards: WebDataset tar + parquet pairs with a manifest
+(docs/DESIGN.md, "Boundary 3: shards (shards/)").
 
     format.py   file names, parquet columns, sample keys, manifest location
     manifest.py manifest.json: read and check, list a split, complete from stats, write

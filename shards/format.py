@@ -1,4 +1,5 @@
-"""The shard format (../shared/DESIGN.md, boundary 3): file names, columns, keys, manifest.
+"""The shard format: file names, columns, keys, manifest
+(docs/DESIGN.md, "Boundary 3: shards (shards/)").
 
     <root>/manifest.json              FORMAT_NAME + FORMAT_VERSION, task, tag index (file +
                                       sha256), image settings, per split: shards, counts, bytes

@@ -1,4 +1,5 @@
-"""The tag index file, ``tags.csv`` (DESIGN.md, boundary 2): one strict reader, one writer.
+"""The tag index file, ``tags.csv``: one strict reader, one writer
+(docs/DESIGN.md, "Boundary 2: tag index (tags.csv)").
 
 The format of the WD taggers' ``selected_tags.csv``: header ``tag_id,name,category,count``;
 row *i* is model output *i*. ``prep make-tag-index`` writes it, ``make-shards`` copies it beside

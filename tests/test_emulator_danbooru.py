@@ -1,4 +1,4 @@
-"""Danbooru v2 behaviour: the contract the scraper is held to (booru-apis.md, checklist 1-13)."""
+"""Danbooru v2 behaviour: the contract the scraper is held to (its source's behaviour)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fault injection, rate limits, the request log and the file server (checklist 10-12, 27)."""
+"""Fault injection, rate limits, the request log and the file server."""
 
 from __future__ import annotations
 

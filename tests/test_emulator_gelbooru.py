@@ -1,4 +1,4 @@
-"""The emulator's Gelbooru 0.2 dapi: gelbooru.com and safebooru.org (spec section 2, items 14-21).
+"""The emulator's Gelbooru 0.2 dapi: gelbooru.com and safebooru.org.
 
     .venv/bin/python -m pytest tests/test_emulator_gelbooru.py -q
 """

@@ -27,7 +27,7 @@ CATEGORY = {"general": V.GENERAL, "artist": V.ARTIST, "copyright": V.COPYRIGHT,
             "character": V.CHARACTER, "meta": V.META}
 WORDS = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
 TAGS = pa.list_(pa.string())
-SCHEMA = {   # shared/DESIGN.md boundary 1
+SCHEMA = {   # docs/DESIGN.md, "Boundary 1: scrape output (raw/)"
     "site": pa.string(), "id": pa.int64(), "md5": pa.string(), "file_ext": pa.string(),
     "file_url": pa.string(), "source": pa.string(), "rating": pa.string(),
     "score": pa.int64(), "width": pa.int64(), "height": pa.int64(), "file_size": pa.int64(),

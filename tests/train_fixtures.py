@@ -1,8 +1,9 @@
 """Tiny shards for trainer tests, written straight from the emulator's world.
 
 They are written through the shards library (ShardWriter, write_tags, write_manifest), so they
-are in the real format of DESIGN.md boundary 3 and a format change breaks the tests that depend
-on it, without going through `prep make-shards`; an end-to-end test covers the two together.
+are in the real format of docs/DESIGN.md, "Boundary 3: shards (shards/)" and a format change
+breaks the tests that depend on it, without going through `prep make-shards`; an end-to-end test
+covers the two together.
 """
 
 from __future__ import annotations

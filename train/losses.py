@@ -1,5 +1,5 @@
 """Losses for the three tasks. Multi-label losses are summed over tags and averaged over the
-batch, so per-tag gradients do not shrink as the label space grows (tagger-anchors.md, 5).
+batch, so per-tag gradients do not shrink as the label space grows.
 
     multilabel: bce (default) | focal | asymmetric     targets: multi-hot floats
     multiclass: cross-entropy                           targets: class index

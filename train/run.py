@@ -1,4 +1,5 @@
-"""A training run: shards in, `run/` out (DESIGN.md boundary 4).
+"""A training run: shards in, `run/` out
+(docs/DESIGN.md, "Boundary 4: a training run (run/)").
 
     run/config.json  run/tags.csv  run/checkpoints/last.pt  run/metrics.csv  run/metrics.png
     run/eval.json    run/model.safetensors

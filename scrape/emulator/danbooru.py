@@ -1,6 +1,6 @@
 """Danbooru v2: `/posts.json`, `/posts/{id}.json`, `/tags.json`, `/counts/posts.json`, CDN paths.
 
-Behaviour copied from the Danbooru source (see shared/reference/booru-apis.md section 1):
+Behaviour copied from the Danbooru source (github.com/danbooru/danbooru):
 `limit` clamped to 1..200 (default 20), numbered pages past the user's page limit answer 410,
 `b<id>`/`a<id>` keyset pages (unlimited, ignore `order:`, `a` pages listed newest first), more
 than 2 counted tags for anonymous users and members answer 422, hidden posts lose their URLs

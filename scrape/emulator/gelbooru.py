@@ -5,7 +5,7 @@
                                               order (ASC|DESC), orderby (date|count|name), json=1
     GET /images|samples|thumbnails/...        files, through responses.serve_file
 
-Behaviour from shared/reference/booru-apis.md section 2 (checklist 14-21): `limit` capped at
+Behaviour of the Gelbooru 0.2 dapi as gelbooru.com and safebooru.org answer: `limit` capped at
 100 / 1000, offsets past 20 000 answer 200 text/html "Too deep! ..." (safebooru's limit is
 assumed the same), `id:<N` keyset pages are unlimited, pages are cut over all posts and deleted
 ones dropped afterwards (short pages mid-way; `count` counts the posts paged over), gelbooru.com

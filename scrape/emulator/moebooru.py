@@ -1,6 +1,6 @@
 """Moebooru (yande.re, konachan): `/post.json|xml`, `/tag.json|xml` and pretty file URLs.
 
-Behaviour copied from the Moebooru source (see shared/reference/booru-apis.md section 3):
+Behaviour copied from the Moebooru source (github.com/moebooru/moebooru):
 `limit` defaults to 40 when missing or <= 0 and is capped at 1000 (a `limit:` metatag wins),
 `page` is 1-based and clamped to 1..1,000,000 with no depth limit, posts come newest first,
 deleted posts are left out unless the query asks for them (`status:deleted`) or names an id,

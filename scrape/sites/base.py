@@ -4,9 +4,9 @@ A site turns a tag search into pages of `Post`s (`pages()`), with tags by catego
 attributes are its polite defaults: `rate` API requests/s and `burst` on the API host, and
 `file_rate` requests/s per file host. The sites list their files on CDN hosts (Danbooru
 cdn.donmai.us, Gelbooru img*.gelbooru.com, yande.re files.yande.re, safebooru.org its own
-host) for which none publishes a limit (shared/reference/booru-apis.md: Danbooru's documented
-10 requests/s is its API edge; gallery-dl, the reference client, waits between API pages only
-and downloads files without a delay); `file_rate` keeps a ceiling anyway. It is 100/s, above
+host) for which none publishes a limit (Danbooru's documented 10 requests/s is its API
+edge; gallery-dl, the reference client, waits between API pages only and downloads files
+without a delay); `file_rate` keeps a ceiling anyway. It is 100/s, above
 what `--concurrency` 8 reaches at a real network's 80 ms or more per file, so the concurrency
 is the bound that acts; 50/s capped scrape near 3x gallery-dl's images/s with 50 ms per
 answer (docs/BENCHMARKS.md). On a site whose files come from the API host itself, file

@@ -1,4 +1,5 @@
-"""`tag`: label, caption and sort images with a trained run (DESIGN.md, boundary 4).
+"""`tag`: label, caption and sort images with a trained run
+(docs/DESIGN.md, "Boundary 4: a training run (run/)").
 
     cli.py        the `tag` command: flags, the loop over batches, the summary
     inference.py  load a run; prepare images as the shards were; predict; thresholds

@@ -9,9 +9,10 @@
           ─▶ probabilities (sigmoid; softmax for a multiclass run) and pooled features
 
 Images are prepared by the function that made the shards the model learnt from
-(`prep.imaging.prepare_picture`, DESIGN.md "one picture"), with the image settings `train`
-recorded in run/config.json (`preparation`), then resized to the run's image size as training
-evaluates. An unreadable image is a failure of that image only: it comes back in `failed`.
+(`prep.imaging.prepare_picture`, the one function that makes a picture for both), with the image
+settings `train` recorded in run/config.json (`preparation`), then resized to the run's image
+size as training evaluates. An unreadable image is a failure of that image only: it comes back
+in `failed`.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class LoadedRun:
 
 def load_run(path: str | Path, device: str = "auto", precision: str = "auto",
              resize: str = "auto") -> LoadedRun:
-    """Load run/config.json, run/tags.csv and run/model.safetensors (DESIGN.md boundary 4).
+    """Load run/config.json, run/tags.csv and run/model.safetensors
+    (docs/DESIGN.md, "Boundary 4: a training run (run/)").
 
     Raises TrainError when a file is missing or the weights do not fit the configured model."""
     path = Path(path)
