@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,19 @@ def test_usage_errors_fail_with_a_message_not_a_traceback():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.startswith("train: ")
+
+
+def test_the_emulator_serves_every_site_the_scraper_has_an_adapter_for():
+    """Two registries by design (the emulator never imports the scraper); this keeps them one
+    list of sites."""
+    from scrape.emulator.sites import SITES as EMULATED
+    from scrape.sites import SITES as ADAPTERS
+    assert list(EMULATED) == list(ADAPTERS)
+    from scrape.emulator import EmulatorThread
+    with EmulatorThread(posts=5, image_scale=0.05) as emu:
+        for site, entry in EMULATED.items():
+            assert ADAPTERS[site].name == site
+            with urllib.request.urlopen(urllib.request.Request(
+                    emu.site(site) + entry.one_post,
+                    headers={"User-Agent": "booru-tagger-test"}), timeout=60) as reply:
+                assert reply.status == 200
