@@ -58,7 +58,7 @@ def _one_val_shard_and_a_corrupt_sample(shards: Path, into: Path) -> Path:
 def _val_loss_in_one_process(shards: Path, run: Path) -> float:
     from safetensors.torch import load_file
 
-    from shards.manifest import read_manifest, split_of
+    from shards.manifest import split_of
     from train.data import ShardStream, Targets, transforms
     from train.loop import evaluate
     from train.losses import make_loss
