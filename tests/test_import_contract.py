@@ -43,7 +43,7 @@ class Import:
 
 
 def read_rules(text: str) -> dict[str, Rule]:
-    """The rules table between the import-rules markers of a DESIGN.md text."""
+    """The rules table between the import-rules markers of a docs/DESIGN.md text."""
     found = TABLE.search(text)
     assert found, "docs/DESIGN.md has no import-rules table between its markers"
     rules: dict[str, Rule] = {}

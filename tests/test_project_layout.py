@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import urllib.request
@@ -60,3 +61,27 @@ def test_the_emulator_serves_every_site_the_scraper_has_an_adapter_for():
                     emu.site(site) + entry.one_post,
                     headers={"User-Agent": "booru-tagger-test"}), timeout=60) as reply:
                 assert reply.status == 200
+
+
+DOCUMENT = re.compile(r"[\w./-]*\w\.md\b")
+NOT_DOCUMENTS = {"notes.md"}        # a file name a test writes into its own folder
+
+
+def missing_documents(root: Path) -> list[str]:
+    """``file:line: name`` for each ``*.md`` named in the sources, docs and build files under
+    ``root`` that is not a file of the repository (a bare name may also be one in docs/)."""
+    files = [p for pattern in ("*.py", "*.md", "*.toml", "Makefile") for p in root.rglob(pattern)
+             if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    out = []
+    for path in sorted(files):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for name in DOCUMENT.findall(line):
+                if name in NOT_DOCUMENTS or (root / name).is_file() \
+                        or "/" not in name and (root / "docs" / name).is_file():
+                    continue
+                out.append(f"{path.relative_to(root)}:{number}: {name}")
+    return out
+
+
+def test_every_document_the_project_names_is_in_the_repository():
+    assert missing_documents(ROOT) == []
