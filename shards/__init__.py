@@ -2,7 +2,8 @@
 (docs/DESIGN.md, "Boundary 3: shards (shards/)").
 
     format.py   file names, parquet columns, sample keys, manifest location
-    manifest.py manifest.json: read and check, list a split, complete from stats, write
+    manifest.py manifest.json: build the body, read and check, a split's shards (Split),
+                complete from stats, write
     tags.py     tags.csv: the one strict reader and the writer
     streams.py  open paths, http(s) URLs (retried) and pipe: URLs; tar samples; brace patterns
     atomic.py   write-then-rename with fsync (used by prep and train too)

@@ -60,3 +60,25 @@ def test_the_manifest_writer_checks_what_it_writes(tmp_path):
     assert read_manifest(tmp_path)["splits"] == manifest["splits"]
     with pytest.raises(ManifestError, match="not complete"):
         split_shards(read_manifest(tmp_path), tmp_path, "train")
+
+
+def test_a_new_manifest_lists_its_tars_as_webdataset_expands_them(tmp_path):
+    from braceexpand import braceexpand
+
+    from shards.manifest import new_manifest
+    planned = {"train": [(f"{i:05d}", 10) for i in range(12)], "val": [("00000", 3)],
+               "test": []}
+    body = new_manifest(shards=planned, task="multilabel",
+                        tags={"file": "tags.csv", "sha256": "0" * 64, "rows": 5},
+                        image={"format": "webp", "size": 64}, split_rule="by hand",
+                        selection={"selected": 123}, grouping={}, build={"x": 1})
+    assert body["complete"] is False and body["keys"].endswith("<key>.webp")
+    for split, shards in planned.items():
+        info = body["splits"][split]
+        assert info["count"] == sum(n for _, n in shards)
+        expanded = list(braceexpand(info["urls"])) if info["urls"] else []
+        assert expanded == [f"{split}/{name}.tar" for name, _ in shards]
+    write_manifest(tmp_path, body)
+    assert read_manifest(tmp_path) == body
+    with pytest.raises(ManifestError, match="not finished"):
+        read_manifest(tmp_path, allow_incomplete=False)
