@@ -27,6 +27,9 @@ class Accounts:
 
 @dataclass
 class Emulator:
+    """Everything one running emulator knows: the world and its files, the API accounts, the
+    faults to inject, the request log and the rate-limit buckets, and which md5s it listed."""
+
     world: World
     store: FileStore
     faults: FaultConfig
@@ -46,11 +49,13 @@ class Emulator:
         return digest
 
     async def md5s(self, posts: list[Post]) -> list[str]:
+        """The md5s of several posts' originals, rendered concurrently."""
         return list(await asyncio.gather(*(self.md5(p) for p in posts)))
 
     def post_by_md5(self, digest: str) -> Post | None:
+        """The post whose listed md5 is ``digest``; None when none was listed yet."""
         pid = self.md5_index.get(digest)
         return None if pid is None else self.world.post(pid)
 
 
-EMULATOR = web.AppKey("emulator", Emulator)
+EMULATOR = web.AppKey("emulator", Emulator)   # app[EMULATOR]: the state, for every handler
