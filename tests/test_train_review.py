@@ -171,6 +171,23 @@ def test_the_api_names_the_tags_the_model_does_not_know(folder):
         served.close()
 
 
+def test_a_caption_in_prompt_spelling_is_read_and_written_back_in_it(tmp_path):
+    """`tag --underscores-to-spaces --escape-parentheses` captions: known tags are found in
+    them, an edit writes the file back in that spelling, an unknown tag stays as written."""
+    from train.review.store import ReviewStore
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("diamond \\(shape\\), my_thing\n")
+    store = ReviewStore(tmp_path, {}, ["diamond_(shape)", "red_background"],
+                        {"diamond_(shape)": 0, "red_background": 0}, {})
+    state = store.state(0)
+    assert state["caption"] == ["diamond_(shape)", "my_thing"]
+    assert state["unknown"] == ["my_thing"]
+    result = store.edit(0, state["version"], ["red background", "diamond (shape)"], [])
+    assert result["status"] == "saved" and result["unknown"] == []
+    assert (tmp_path / "a.txt").read_text() == (
+        "diamond \\(shape\\), my_thing, red background\n")
+
+
 def test_bad_input_is_one_line(tmp_path, capsys):
     assert tag_main(["review", str(tmp_path / "none"), "--model", str(tmp_path)]) == 2
     assert "not a folder of images" in capsys.readouterr().err
