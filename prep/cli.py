@@ -207,6 +207,9 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
                         help="folder tag index: keep the K most frequent labels; 0 keeps all")
     source.add_argument("--min-count", type=_int_at_least(1), default=1,
                         help="folder tag index: drop labels on fewer images")
+    source.add_argument("--allow-unknown-tags", action="store_true",
+                        help="--folder with --tags: build even when most distinct caption tags "
+                        "match no row of tags.csv (they are left out of the labels)")
     source.add_argument("--images-root", metavar="DIR|URL",
                         help="directory or URL image_path is relative to (default: the scrape "
                         "dir holding posts/, else the posts file's dir)")
@@ -310,6 +313,7 @@ def run_make_shards(args: argparse.Namespace) -> int:
         tags=Path(args.tags) if args.tags else None,
         folder=_root(args.folder) if args.folder else None,
         folder_kind=args.folder_kind, top_k=args.top_k, min_count=args.min_count,
+        allow_unknown_tags=args.allow_unknown_tags,
         images_root=_root(args.images_root) if args.images_root else None,
         settings=ShardSettings(
             samples_per_shard=args.samples_per_shard, val_fraction=args.val_fraction,

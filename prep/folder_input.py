@@ -14,6 +14,11 @@ out. Each becomes a post of site ``folder`` whose ``id`` is a 56-bit hash of its
 to DIR, so ids, keys and the train/val split of a file stay put when files are added; ``md5``
 is the md5 of its bytes (duplicates are kept once). The tag index is built from the labels:
 count descending, then name; category 0; ``top_k`` (0 = all) and ``min_count`` apply.
+
+With a given ``tags.csv`` (a model's, after ``tag review``), caption tags match its rows in
+either spelling (:func:`.labels.tag_key`); :func:`match_captions` counts the distinct caption
+tags that match no row and refuses a folder where most of them match nothing (the wrong
+``tags.csv``, or captions of another vocabulary) unless told to go on.
 """
 
 from __future__ import annotations
@@ -41,6 +46,23 @@ POSTS_SCHEMA = pa.schema([
     ("site", pa.string()), ("id", pa.int64()), ("md5", pa.string()), ("rating", pa.string()),
     ("tags", pa.list_(pa.string())), ("image_path", pa.string()), ("root", pa.int16()),
 ])
+
+
+UNKNOWN_SHOWN = 5  # commonest unknown caption tags named
+
+
+@dataclass
+class CaptionMatch:
+    """How the distinct tags of a folder's captions match a given tag index."""
+
+    distinct: int  # distinct caption tags
+    unknown: Counter[str]  # those that match no row -> images captioned with them
+
+    def line(self) -> str:
+        """One line: how many match no row, and the commonest of them."""
+        common = ", ".join(f"{t!r} ({n})" for t, n in self.unknown.most_common(UNKNOWN_SHOWN))
+        return (f"{len(self.unknown):,} of {self.distinct:,} distinct caption tags match no row "
+                f"of tags.csv" + (f" (commonest: {common})" if common else ""))
 
 
 @dataclass
@@ -152,6 +174,19 @@ def scan_folder(root: Root, kind: str = "auto") -> FolderScan:
     log.info("%s: %d images, %d %s (%s layout)", root, len(posts), len(counts),
              "classes" if kind == "classes" else "distinct tags", kind)
     return FolderScan(kind, posts, counts, dict(skipped))
+
+
+def match_captions(scan: FolderScan, index: LabelIndex, allow_unknown: bool = False
+                   ) -> CaptionMatch:
+    """Match the caption tags of ``scan`` to ``index``; logs the unknown ones. Raises InputError
+    when more than half of the distinct caption tags match no row, unless ``allow_unknown``."""
+    match = CaptionMatch(len(scan.tag_counts), index.unknown(scan.tag_counts))
+    if 2 * len(match.unknown) > match.distinct and not allow_unknown:
+        raise InputError(f"{match.line()}: is this the tags.csv the captions were written "
+                         "with? --allow-unknown-tags builds the shards anyway, without them")
+    if match.unknown:
+        log.warning("%s; they are not labels", match.line())
+    return match
 
 
 def folder_index(scan: FolderScan, top_k: int = 0, min_count: int = 1) -> tuple[LabelIndex,

@@ -44,7 +44,7 @@ from shards.writer import ShardWriter
 
 from .curation import SKIPPED_NEAR, Curation
 from .errors import SettingsError
-from .folder_input import FolderScan, folder_index, scan_folder
+from .folder_input import CaptionMatch, FolderScan, folder_index, match_captions, scan_folder
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
@@ -84,6 +84,7 @@ class ShardJob:
     folder_kind: str = "auto"  # auto | classes | captions
     top_k: int = 0  # folder tag index: keep this many labels (0 = all)
     min_count: int = 1  # folder tag index: drop labels on fewer images
+    allow_unknown_tags: bool = False  # folder + tags: build when most caption tags are unknown
     images_root: Root | None = None  # image_path is relative to this (default: from --posts)
     settings: ShardSettings = field(default_factory=ShardSettings)
     workers: int = 0  # image processes; 0 = one per CPU, 1 = in this process
@@ -106,6 +107,7 @@ class Source:
     tags_csv: bytes
     task: str  # multilabel | multiclass
     kind: str  # posts | folder-classes | folder-captions
+    captions: CaptionMatch | None = None  # folder captions against a given tags.csv
 
 
 def load_source(job: ShardJob) -> Source:
@@ -119,13 +121,17 @@ def load_source(job: ShardJob) -> Source:
         posts, roots, counts = _read_posts(job.posts, job.images_root)
         return Source(posts, roots, counts, index, data, "multilabel", "posts")
     scan: FolderScan = scan_folder(job.folder, job.folder_kind)
+    captions = None
     if job.tags is not None:
         index, data = read_tags_csv(job.tags)
+        if scan.kind == "captions":
+            captions = match_captions(scan, index, job.allow_unknown_tags)
     else:
         index, data = folder_index(scan, job.top_k, job.min_count)
     counts = {"posts_read": len(scan.posts) + sum(scan.skipped.values()), **scan.skipped}
     task = "multiclass" if scan.kind == "classes" else "multilabel"
-    return Source(scan.posts, [job.folder], counts, index, data, task, f"folder-{scan.kind}")
+    return Source(scan.posts, [job.folder], counts, index, data, task, f"folder-{scan.kind}",
+                  captions)
 
 
 def _read_posts(inputs: tuple[Root, ...], images_root: Root | None
@@ -248,6 +254,7 @@ class ShardReport:
     manifest: dict[str, Any]
     shards_skipped: int
     seconds: float
+    captions: CaptionMatch | None = None  # folder captions against a given tags.csv
 
 
 def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
@@ -269,7 +276,9 @@ def make_shards(job: ShardJob, progress: bool = False) -> ShardReport:
                            settings.val_fraction, settings.keep_untagged, source.counts,
                            settings.curation, _hasher(job, source.roots, stage, progress))
         build = build_record(job, source, plan)
-        return _build(job, source, plan, build, started, progress, stage)
+        report = _build(job, source, plan, build, started, progress, stage)
+    report.captions = source.captions
+    return report
 
 
 def _hasher(job: ShardJob, roots: list[Root], stage: Stage, progress: bool):
@@ -367,6 +376,8 @@ def shards_summary(report: ShardReport, out: Path | str) -> str:
     lines.append(f"posts: {counts.get('posts_read', 0):,} read"
                  + (f"; left out: {skipped}" if skipped else ""))
     lines.extend(grouping_lines(manifest.get("grouping") or {}))
+    if report.captions is not None:
+        lines.append("captions: " + report.captions.line())
     if report.shards_skipped:
         lines.append(f"resumed: {report.shards_skipped} shards were already done")
     lines.append(f"wrote {out} in {report.seconds:.1f} s")

@@ -118,3 +118,52 @@ def test_config_file_values_and_flags_that_override_them(tmp_path, capsys):
     image = manifest(tmp_path / "out")["image"]
     assert (image["size"], image["resize_mode"], image["format"]) == (32, "center_crop", "jpg")
     assert manifest(tmp_path / "out")["build"]["keep_untagged"] is True
+
+
+def test_caption_tags_match_the_index_in_every_caption_spelling(tmp_path, capsys):
+    """Captions as `tag --underscores-to-spaces` and `--escape-parentheses` write them match
+    the model's tags.csv rows; the tags that match nothing are counted and named."""
+    folder = tmp_path / "in"
+    paths = write_images(folder, 3)
+    paths[0].with_suffix(".txt").write_text(
+        "orange background, diamond \\(shape\\), star_(symbol), ^_^, my own tag\n")
+    paths[1].with_suffix(".txt").write_text("diamond (shape), orange_background, my own tag\n")
+    paths[2].with_suffix(".txt").write_text("long hair, circle\n")
+    index = tmp_path / "tags.csv"
+    index.write_text("tag_id,name,category,count\n-1,orange_background,0,9\n"
+                     "-1,diamond_(shape),0,8\n-1,star_(symbol),0,7\n-1,^_^,0,6\n"
+                     "-1,long_hair,0,5\n-1,circle,0,4\n")
+    out = tmp_path / "out"
+    code, err = make_shards(capsys, "--folder", str(folder), "--tags", str(index), "--out",
+                            str(out), "--val-fraction", "0", "--workers", "0")
+    assert code == 0, err
+    labels = {r["image_path"]: r["labels"] for r in rows_of(out)}
+    assert labels == {
+        "000.png": ["orange_background", "diamond_(shape)", "star_(symbol)", "^_^"],
+        "001.png": ["orange_background", "diamond_(shape)"],
+        "002.png": ["long_hair", "circle"]}
+    tags = {r["image_path"]: r["tags"] for r in rows_of(out)}
+    assert tags["002.png"] == ["long hair", "circle"]        # the caption as written
+    # 9 distinct caption tags (two spellings of one tag count twice), one matches no row
+    assert "1 of 9 distinct caption tags match no row of tags.csv" in err
+    assert "'my own tag' (2)" in err
+
+
+def test_a_folder_whose_caption_tags_mostly_match_nothing_is_refused(tmp_path, capsys):
+    folder = tmp_path / "in"
+    paths = write_images(folder, 2)
+    paths[0].with_suffix(".txt").write_text("cat, dog, sky\n")
+    paths[1].with_suffix(".txt").write_text("cat, tree\n")
+    index = tmp_path / "tags.csv"
+    index.write_text("tag_id,name,category,count\n-1,sky,0,9\n-1,circle,0,4\n")
+    out = tmp_path / "out"
+    argv = ("--folder", str(folder), "--tags", str(index), "--out", str(out),
+            "--val-fraction", "0", "--workers", "0")
+    code, err = make_shards(capsys, *argv)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "3 of 4 distinct caption tags match no row of tags.csv" in err
+    assert "'cat' (2)" in err and "--allow-unknown-tags" in err
+    assert not (out / "manifest.json").exists()
+    code, err = make_shards(capsys, *argv, "--allow-unknown-tags")
+    assert code == 0, err
+    assert {r["image_path"]: r["labels"] for r in rows_of(out)} == {"000.png": ["sky"]}

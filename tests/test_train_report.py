@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 
 import numpy as np
 import pytest
@@ -10,8 +12,12 @@ from browser import chromium, screenshot
 from report_fixtures import cached_run
 
 from train.cli import main as train_main
+from train.metrics import evaluate
+from train.report import pages
 from train.report.analysis import pr_curve, tag_rows, worst
+from train.report.cli import _tag_pages
 from train.report.cli import main as report_main
+from train.report.scores import ValScores
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def test_report_recomputes_the_runs_validation_numbers(report):
     assert summary["mAP"] == pytest.approx(final["mAP"], abs=1e-4)
     tags = summary["tags"]
     assert len(list((report / "tags").glob("*.html"))) == len(tags)
-    shown = {t["page"]: min(t["fp"], 4) + min(t["fn"], 4) for t in tags}
+    shown = {t["page"]: min(t["fp"], 4) + min(t["fn"], 4) + min(t["tp"], 4) for t in tags}
     assert sum(shown.values()) > 0
     assert 0 < len(list((report / "thumbs").glob("*.jpg"))) <= sum(shown.values())
     html = (report / "index.html").read_text()
@@ -129,3 +135,77 @@ def test_train_writes_the_report_unless_told_not_to(tmp_path_factory, tmp_path):
     assert (tmp_path / "a" / "report" / "index.html").is_file()
     assert train_main([*argv, "--out", str(tmp_path / "b"), "--no-report"]) == 0
     assert (tmp_path / "b" / "eval.json").is_file() and not (tmp_path / "b" / "report").exists()
+
+
+# Three tags over six pictures, each threshold 0.5: `perfect` is learned exactly, `absent` has
+# no positive in validation (and no score over its threshold), `mixed` is in between.
+NAMES = ["perfect", "absent", "mixed"]
+TARGETS = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0], [0, 0, 1]], np.uint8)
+SCORES = np.array([[.9, .1, .8], [.8, .2, .3], [.1, .3, .6], [.2, .1, .7], [.7, .4, .1],
+                   [.3, .2, .2]], np.float32)
+
+
+def _rows() -> list[dict]:
+    rows = tag_rows(SCORES, TARGETS, np.full(3, 0.5))
+    for i, row in enumerate(rows):
+        row.update(name=NAMES[i], category=[0, 0, 4][i], count=10 - i, page=f"{i:05d}")
+    return rows
+
+
+def _summary_value(html: str, term: str) -> str:
+    return unescape(re.search(f"<dt>{re.escape(term)}</dt><dd>(.*?)</dd>", html).group(1))
+
+
+def test_tag_pages_say_no_positives_and_show_true_positives(tmp_path):
+    (tmp_path / "tags").mkdir()
+    val = ValScores([f"k{i}" for i in range(6)], [[] for _ in range(6)], SCORES, TARGETS)
+    shown = _tag_pages(tmp_path, val, _rows(), 2)
+    absent = (tmp_path / "tags" / "00001.html").read_text()
+    assert _summary_value(absent, "AP") == "no positives in validation"
+    assert _summary_value(absent, "precision / recall / F1") == "no positives in validation"
+    assert "every picture with the tag scores over the threshold" not in absent
+    assert "/  /" not in absent
+    # The perfect tag: no mistakes to show, but its true positives (the two highest-scoring
+    # pictures with the tag: k0 0.9 and k1 0.8), and their thumbnails are wanted.
+    perfect = (tmp_path / "tags" / "00000.html").read_text()
+    grid = re.search(r'id="true-positives">(.*?)</div></figcaption></figure></div>',
+                     perfect).group(0)
+    assert re.findall(r'data-key="(k\d)"', grid) == ["k0", "k1"]
+    assert {0, 1} <= shown
+    mixed = (tmp_path / "tags" / "00002.html").read_text()      # 0.8, 0.6 hit; 0.7 is a fp
+    grid = re.search(r'id="true-positives">(.*?)</div></figcaption></figure></div>',
+                     mixed).group(0)
+    assert re.findall(r'data-key="(k\d)"', grid) == ["k0", "k2"]
+
+
+def _slice_cells(html: str) -> dict[str, list[str]]:
+    table = re.search(r'<table id="slices">(.*?)</table>', html).group(1)
+    rows = [re.findall(r"<t[dh]>(.*?)</t[dh]>", r) for r in table.split("</tr>") if r]
+    return {r[0]: r[1:3] for r in rows}
+
+
+def test_the_slice_table_counts_tags_one_way():
+    report = evaluate(SCORES, TARGETS, np.array([0, 0, 4]), np.array([10.0, 9.0, 8.0]), 0.5, 1)
+    cells = _slice_cells(pages.headline_table(report))
+    assert cells["top100"] == cells["all"]                # the same three tags, counted alike
+    assert cells["slice"] == ["tags", "with positives"]
+    assert cells["all"] == ["3", "2"]                     # every tag; those with positives
+    assert cells["category general"] == ["2", "1"] and cells["category character"] == ["1", "1"]
+
+
+@pytest.mark.slow
+def test_sorting_by_ap_puts_tags_without_one_last(tmp_path):
+    from selenium.webdriver.common.by import By
+    page = tmp_path / "index.html"
+    page.write_text(pages.page("sort", pages.tag_table(_rows()), pages.SORT_JS))
+    with chromium() as driver:
+        driver.get(page.as_uri())
+        header = driver.find_element(By.XPATH, "//table[@id='tags']//th[text()='AP']")
+        order = []
+        for _ in range(2):                                  # descending, then ascending
+            header.click()
+            order.append([r.find_element(By.TAG_NAME, "a").text for r in
+                          driver.find_elements(By.CSS_SELECTOR, "#tags tbody tr")])
+        absent = driver.find_element(By.XPATH, "//tr[td/a[text()='absent']]/td[4]").text
+    assert order == [["perfect", "mixed", "absent"], ["mixed", "perfect", "absent"]]
+    assert absent == "no positives in validation"

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import threading
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -124,8 +125,9 @@ def test_the_api_over_http(folder):
         items = [{"id": i, "version": state["images"][i]["version"]} for i in ids]
         reply = _post(served.url + "api/edit", {"items": items, "add": ["red, background"]})
         assert [r["status"] for r in reply["results"]] == ["saved", "saved"]
-        for name in ("img2.txt", "img3.txt"):
-            assert (images / name).read_text().strip().endswith("red background")
+        assert [r["unknown"] for r in reply["results"]] == [[], []]
+        for name in ("img2.txt", "img3.txt"):     # a known tag, in the caption's spelling
+            assert (images / name).read_text().strip().endswith("red_background")
         with pytest.raises(urllib.error.HTTPError) as bad:
             _post(served.url + "api/edit", {"items": "nonsense"})
         assert bad.value.code == 400
@@ -135,6 +137,57 @@ def test_the_api_over_http(folder):
         served.close()
 
 
+def test_the_api_names_the_tags_the_model_does_not_know(folder):
+    """Known in any caption spelling (as prep make-shards matches them), else unknown: in the
+    check asked before a save, in the edit's reply and in the image's state."""
+    run, images = folder
+    names = (run / "tags.csv").read_text().splitlines()[1:]
+    assert "-1,red_background,0" in "\n".join(names) and "star_(symbol)" in "\n".join(names)
+    (images / "img0.txt").write_text("red background, not_a_model_tag\n")
+    store, info, _, _ = _prepared(run, images)
+    served = Served(make_app(store, info))
+    try:
+        query = urllib.parse.urlencode([("tag", "red background"), ("tag", "star \\(symbol\\)"),
+                                        ("tag", "circle"), ("tag", "totally new")])
+        with urllib.request.urlopen(served.url + "api/check?" + query, timeout=30) as r:
+            check = json.loads(r.read())
+        assert check == {"unknown": ["totally new"],
+                         "known": {"red background": "red_background",
+                                   "star \\(symbol\\)": "star_(symbol)", "circle": "circle",
+                                   "totally new": None}}
+        with urllib.request.urlopen(served.url + "api/state", timeout=30) as r:
+            state = {s["path"]: s for s in json.loads(r.read())["images"]}
+        assert state["img0.png"]["unknown"] == ["not_a_model_tag"]
+        item = {"id": state["img0.png"]["id"], "version": state["img0.png"]["version"]}
+        reply = _post(served.url + "api/edit", {"items": [item],
+                                                "add": ["totally new", "red_background"]})
+        [result] = reply["results"]
+        assert result["status"] == "saved" and result["unknown"] == ["totally new"]
+        assert result["image"]["unknown"] == ["not_a_model_tag", "totally new"]
+        # red_background was there already (spelt with a space): not written twice
+        assert (images / "img0.txt").read_text() == (
+            "red background, not_a_model_tag, totally new\n")
+    finally:
+        served.close()
+
+
+def test_a_caption_in_prompt_spelling_is_read_and_written_back_in_it(tmp_path):
+    """`tag --underscores-to-spaces --escape-parentheses` captions: known tags are found in
+    them, an edit writes the file back in that spelling, an unknown tag stays as written."""
+    from train.review.store import ReviewStore
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("diamond \\(shape\\), my_thing\n")
+    store = ReviewStore(tmp_path, {}, ["diamond_(shape)", "red_background"],
+                        {"diamond_(shape)": 0, "red_background": 0}, {})
+    state = store.state(0)
+    assert state["caption"] == ["diamond_(shape)", "my_thing"]
+    assert state["unknown"] == ["my_thing"]
+    result = store.edit(0, state["version"], ["red background", "diamond (shape)"], [])
+    assert result["status"] == "saved" and result["unknown"] == []
+    assert (tmp_path / "a.txt").read_text() == (
+        "diamond \\(shape\\), my_thing, red background\n")
+
+
 def test_bad_input_is_one_line(tmp_path, capsys):
     assert tag_main(["review", str(tmp_path / "none"), "--model", str(tmp_path)]) == 2
     assert "not a folder of images" in capsys.readouterr().err
@@ -142,6 +195,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 def test_review_in_the_browser(folder, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
     run, images = folder
     (images / "img0.txt").write_text("circle, border, my_own_tag\n")   # a caption to judge
@@ -171,8 +225,35 @@ def test_review_in_the_browser(folder, tmp_path):
             card2.send_keys("x")
             assert driver.find_element(By.ID, "selected-count").text == "2"
             driver.find_element(By.ID, "bulk-tag").send_keys("needs_fix")
+            driver.find_element(By.ID, "bulk-add").click()      # not a model tag: asked first
+            wait.until(lambda d: "not in the model's tags.csv" in d.find_element(
+                By.ID, "status").text)
+            assert "needs_fix" not in (images / "img1.txt").read_text()
             driver.find_element(By.ID, "bulk-add").click()
             wait.until(lambda d: d.find_element(By.ID, "status").text == "saved 2 captions")
+            # A caption tag the model does not know is marked; so is one typed, before saving.
+            card = driver.find_element(By.CSS_SELECTOR, '.card[data-path="img0.png"]')
+            marked = [c.get_attribute("data-tag") for c in
+                      card.find_elements(By.CSS_SELECTOR, ".chip.in-caption.unknown")]
+            assert marked == ["my_own_tag"]
+            typed = card.find_element(By.CSS_SELECTOR, ".add-tag")
+            typed.send_keys("no_such_tag")
+            wait.until(lambda d: "unknown" in typed.get_attribute("class"))
+            before = (images / "img0.txt").read_text()
+            typed.send_keys(Keys.ENTER)
+            wait.until(lambda d: "not in the model's tags.csv" in d.find_element(
+                By.ID, "status").text)
+            assert (images / "img0.txt").read_text() == before          # nothing saved yet
+            typed.send_keys(Keys.ENTER)                                    # yes, save it
+            wait.until(lambda d: d.find_element(By.ID, "status").text == "saved 1 caption")
+            assert "no_such_tag" in (images / "img0.txt").read_text()
+            card = driver.find_element(By.CSS_SELECTOR, '.card[data-path="img0.png"]')
+            typed = card.find_element(By.CSS_SELECTOR, ".add-tag")
+            typed.send_keys("red background")                              # a known tag
+            typed.send_keys(Keys.ENTER)
+            wait.until(lambda d: "red_background" in (images / "img0.txt").read_text())
+            assert "unknown" not in driver.find_element(
+                By.CSS_SELECTOR, '.card[data-path="img0.png"] .add-tag').get_attribute("class")
             screenshot(driver, tmp_path, "review.png")
             driver.refresh()
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 6)
@@ -196,5 +277,7 @@ def test_review_in_the_browser(folder, tmp_path):
     assert "needs_fix" in (images / "img2.txt").read_text()
     assert (images / "img1.txt").read_text() == "changed_on_disk\n"
     log = _corrections(images)
-    assert [e["image"] for e in log] == ["img0.png", "img1.png", "img2.png"]
+    assert [e["image"] for e in log] == ["img0.png", "img1.png", "img2.png", "img0.png",
+                                         "img0.png"]
+    assert log[3]["added"] == ["no_such_tag"] and log[4]["added"] == ["red_background"]
     assert log[0]["removed"] == [rejected]

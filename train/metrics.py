@@ -226,8 +226,8 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | N
 
 def _slice(at_threshold: tuple[np.ndarray, ...], ap: np.ndarray, idx: np.ndarray) -> dict:
     m = _f1_from(*(a[idx] for a in at_threshold))
-    return {"tags": int(len(idx)), "mAP": _nanmean(ap[idx]), "micro_f1": m["micro_f1"],
-            "macro_f1": m["macro_f1"]}
+    return {"tags": int(len(idx)), "tags_with_positives": int(np.isfinite(ap[idx]).sum()),
+            "mAP": _nanmean(ap[idx]), "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]}
 
 
 def _nanmean(a: np.ndarray) -> float:

@@ -4,6 +4,7 @@
     pr_curve(scores, targets)              the precision-recall curve of one tag
     worst(scores, targets, threshold, k)   the highest-scoring false positives and the
                                            lowest-scoring false negatives of one tag
+    hits(scores, targets, threshold, k)    its highest-scoring true positives
 """
 
 from __future__ import annotations
@@ -69,3 +70,10 @@ def worst(scores: np.ndarray, targets: np.ndarray, threshold: float,
     fp = fp[np.argsort(-scores[fp], kind="stable")[:k]]
     fn = fn[np.argsort(scores[fn], kind="stable")[:k]]
     return fp, fn
+
+
+def hits(scores: np.ndarray, targets: np.ndarray, threshold: float, k: int) -> np.ndarray:
+    """Row indices of the (at most) `k` highest-scoring true positives of one tag (score at or
+    over `threshold`, tag present), what the model is surest of."""
+    tp = np.flatnonzero(targets.astype(bool) & (scores >= threshold))
+    return tp[np.argsort(-scores[tp], kind="stable")[:k]]

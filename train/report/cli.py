@@ -25,7 +25,7 @@ from ..errors import TrainError
 from ..metrics import evaluate
 from ..tag.inference import load_run
 from . import pages
-from .analysis import pr_curve, tag_rows, worst
+from .analysis import hits, pr_curve, tag_rows, worst
 from .scores import ValScores, validation_scores
 from .svg import line_chart
 from .thumbs import write_thumbnails
@@ -90,8 +90,10 @@ def _tag_pages(folder: Path, val: ValScores, rows: list[dict], k: int) -> set[in
     for i, row in enumerate(rows):
         scores, targets = val.scores[:, i], val.targets[:, i]
         fp, fn = worst(scores, targets, row["threshold"], k)
+        tp = hits(scores, targets, row["threshold"], k)
         shown.update(fp.tolist())
         shown.update(fn.tolist())
+        shown.update(tp.tolist())
         precision, recall, _ = pr_curve(scores, targets)
         chart = line_chart({row["name"]: (recall, precision)}, "precision-recall", "recall",
                            "precision", (0.0, 1.0), (0.0, 1.0), "chart pr", markers=False)
@@ -100,24 +102,33 @@ def _tag_pages(folder: Path, val: ValScores, rows: list[dict], k: int) -> set[in
             return [{"key": val.keys[j], "thumb": f"{j:06d}", "score": float(scores[j]),
                      "tags": val.tags[j]} for j in idx]
 
+        at = f"{row['threshold']:.2f}"
+        if row["support"]:
+            quality = [("AP", pages.num(row["ap"])),
+                       ("precision / recall / F1", f"{pages.num(row['precision'])} / "
+                        f"{pages.num(row['recall'])} / {pages.num(row['f1'])}")]
+            missed = "none: every picture with the tag scores over the threshold"
+        else:           # nothing to find: no AP, recall or F1, and no false negative either
+            quality = [("AP", pages.NO_POSITIVES), ("precision / recall / F1",
+                                                    pages.NO_POSITIVES)]
+            missed = f"none: {pages.NO_POSITIVES}"
         stats = [("category", pages.CATEGORIES.get(row["category"], "?")),
-                 ("validation support", row["support"]), ("AP", pages.num(row["ap"])),
+                 ("validation support", row["support"]), *quality,
                  ("threshold", pages.num(row["threshold"], 2)),
-                 ("precision / recall / F1", f"{pages.num(row['precision'])} / "
-                  f"{pages.num(row['recall'])} / {pages.num(row['f1'])}"),
                  ("true / false positives, false negatives",
                   f"{row['tp']} / {row['fp']}, {row['fn']}"),
                  ("training count", row["count"])]
         body = (f'<p><a href="../index.html">&larr; all tags</a></p><h1>{escape(row["name"])}'
                 f"</h1>{pages.summary_list(stats)}<div class=\"charts\">{chart}</div>"
-                + pages.examples(f"Highest-scoring false positives (score ≥ "
-                                 f"{row['threshold']:.2f}, tag absent)", items(fp),
-                                 "false-positives", "none: no picture without the tag "
-                                 "scores over the threshold")
-                + pages.examples(f"Lowest-scoring false negatives (score < "
-                                 f"{row['threshold']:.2f}, tag present)", items(fn),
-                                 "false-negatives", "none: every picture with the tag scores "
-                                 "over the threshold"))
+                + pages.examples(f"Highest-scoring false positives (score ≥ {at}, tag absent)",
+                                 items(fp), "false-positives", "none: no picture without the "
+                                 "tag scores over the threshold")
+                + pages.examples(f"Lowest-scoring false negatives (score < {at}, tag present)",
+                                 items(fn), "false-negatives", missed)
+                + pages.examples(f"Highest-scoring true positives (score ≥ {at}, tag present)",
+                                 items(tp), "true-positives",
+                                 f"none: {pages.NO_POSITIVES}" if not row["support"] else
+                                 "none: no picture with the tag scores over the threshold"))
         (folder / "tags" / f"{row['page']}.html").write_text(
             pages.page(f"{row['name']}: report", body), encoding="utf-8")
     return shown

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
+NO_POSITIVES = "no positives in validation"   # a tag with no AP, recall or F1 to judge
 CATEGORIES = {-1: "negative", 0: "general", 1: "artist", 3: "copyright", 4: "character",
               5: "meta", 9: "rating"}
 
@@ -38,10 +39,12 @@ SORT_JS = """
 const table=document.getElementById('tags'),body=table.tBodies[0];
 const rows=[...body.rows];let key=null,asc=true;
 function cell(r,k){const v=r.cells[k].dataset.v??r.cells[k].textContent;
- const n=parseFloat(v);return isNaN(n)?v.toLowerCase():n;}
+ if(v==='')return null;const n=parseFloat(v);return isNaN(n)?v.toLowerCase():n;}
 table.tHead.addEventListener('click',e=>{const th=e.target.closest('th');if(!th)return;
  const k=th.cellIndex;asc=key===k?!asc:th.dataset.type!=='num';key=k;
- rows.sort((a,b)=>{const x=cell(a,k),y=cell(b,k);return (x<y?-1:x>y?1:0)*(asc?1:-1);});
+ rows.sort((a,b)=>{const x=cell(a,k),y=cell(b,k);  // a cell without a value: last, both ways
+  if(x===null||y===null)return (x===null)-(y===null);
+  return (x<y?-1:x>y?1:0)*(asc?1:-1);});
  rows.forEach(r=>body.appendChild(r));
  table.querySelectorAll('th').forEach(h=>h.removeAttribute('aria-sort'));
  th.setAttribute('aria-sort',asc?'ascending':'descending');});
@@ -75,16 +78,18 @@ def summary_list(items: list[tuple[str, str]]) -> str:
 
 def headline_table(report: dict) -> str:
     """Macro mAP and F1 at the threshold and at P=R, overall and by slice."""
-    head = ("<tr><th>slice</th><th>tags</th><th>mAP</th><th>micro F1</th><th>macro F1</th>"
-            "</tr>")
-    rows = [f"<tr><td>all</td><td>{report['tags_with_positives']}</td>"
+    head = ("<tr><th>slice</th><th>tags</th><th>with positives</th><th>mAP</th>"
+            "<th>micro F1</th><th>macro F1</th></tr>")
+    every = len(report["per_tag"]["ap"]) if "per_tag" in report else ""
+    rows = [f"<tr><td>all</td><td>{every}</td><td>{report['tags_with_positives']}</td>"
             f"<td>{num(report['mAP'])}</td><td>{num(report['at_threshold_micro_f1'])}</td>"
             f"<td>{num(report['at_threshold_macro_f1'])}</td></tr>"]
     for name, s in report.get("slices", {}).items():
         label = name
         if name.startswith("category_"):
             label = "category " + CATEGORIES.get(int(name.split("_")[1]), name)
-        rows.append(f"<tr><td>{escape(label)}</td><td>{s['tags']}</td><td>{num(s['mAP'])}</td>"
+        rows.append(f"<tr><td>{escape(label)}</td><td>{s['tags']}</td>"
+                    f"<td>{s.get('tags_with_positives', '')}</td><td>{num(s['mAP'])}</td>"
                     f"<td>{num(s['micro_f1'])}</td><td>{num(s['macro_f1'])}</td></tr>")
     at = (f"<p>At threshold {report['threshold']:.2f}: micro F1 "
           f"{num(report['at_threshold_micro_f1'])}, macro F1 "
@@ -108,11 +113,11 @@ def tag_table(tags: list[dict]) -> str:
             "<th data-type=num>train count</th></tr></thead>")
     rows = []
     for t in tags:
-        ap_sort = -1 if t["ap"] is None else t["ap"]
+        ap = num(t["ap"]) if t["support"] else f'<span class="muted">{NO_POSITIVES}</span>'
         rows.append(
             f'<tr data-category="{t["category"]}"><td><a href="tags/{t["page"]}.html">'
             f'{escape(t["name"])}</a></td><td>{escape(CATEGORIES.get(t["category"], "?"))}</td>'
-            f'<td>{t["support"]}</td><td data-v="{ap_sort}">{num(t["ap"])}</td>'
+            f'<td>{t["support"]}</td><td data-v="{_sortable(t["ap"])}">{ap}</td>'
             f'<td data-v="{_sortable(t["f1"])}">{num(t["f1"])}</td>'
             f'<td data-v="{_sortable(t["precision"])}">{num(t["precision"])}</td>'
             f'<td data-v="{_sortable(t["recall"])}">{num(t["recall"])}</td>'
@@ -125,8 +130,9 @@ def tag_table(tags: list[dict]) -> str:
     return f'{filters}<table id="tags">{head}<tbody>{"".join(rows)}</tbody></table>'
 
 
-def _sortable(value) -> float:
-    return -1.0 if value is None else value
+def _sortable(value) -> float | str:
+    """A cell's sort key; "" (no value) sorts last whichever way the column is sorted."""
+    return "" if value is None else value
 
 
 def examples(title: str, items: list[dict], css_id: str, empty: str) -> str:

@@ -4,8 +4,10 @@
     GET  /api/state         every image's state, the label space, the retrain commands
     GET  /api/image/{id}    one image's state (after a conflict, to reload it)
     GET  /image/{id}        the image file itself
+    GET  /api/check?tag=T   {"unknown": [the tags given that tags.csv does not know],
+                             "known": {tag: its tags.csv spelling or null}}, asked before a save
     POST /api/edit          {"items": [{"id", "version"}], "add": [tag], "remove": [tag]}
-                            -> {"results": [{"status", "image", "message"?}]}
+                            -> {"results": [{"status", "image", "unknown", "message"?}]}
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def make_app(store: ReviewStore, info: dict) -> web.Application:
     app[STORE], app[INFO] = store, info
     app.add_routes([web.get("/", _index), web.get("/api/state", _state),
                     web.get("/api/image/{id}", _one), web.get("/image/{id}", _file),
+                    web.get("/api/check", _check),
                     web.post("/api/edit", _edit), web.static("/static", STATIC)])
     return app
 
@@ -63,6 +66,13 @@ async def _one(request: web.Request) -> web.Response:
 
 async def _file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[STORE].images[_image_id(request)])
+
+
+async def _check(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    tags = [t for t in map(_clean, request.query.getall("tag", [])) if t][:MAX_TAGS]
+    return web.json_response({"unknown": store.unknown(tags),
+                              "known": {t: store.known(t) for t in tags}})
 
 
 async def _edit(request: web.Request) -> web.Response:

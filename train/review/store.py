@@ -6,6 +6,11 @@ none). An edit names the version it was made on; when the file changed on disk s
 is refused as a conflict and the current caption comes back, so nothing is overwritten
 silently. A saved edit replaces the caption atomically and appends a line to
 `.review/corrections.jsonl` (time, image, added, removed, the caption written).
+
+A tag is *known* when it names a row of the model's tags.csv in any caption spelling (spaces
+or underscores, escaped parentheses: `prep.labels.tag_key`, the rule `prep make-shards` matches
+captions by); an unknown tag is saved when asked, but it is no label when retraining, so the
+state and every edit list the unknown tags.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prep.folder_input import find_images, parse_caption
+from prep.labels import tag_key
 
 from ..tag.captions import CaptionStyle, caption_path, format_tag, write_caption
 
@@ -45,12 +51,21 @@ class ReviewStore:
         self.predictions = predictions
         self.names, self.categories, self.thresholds = names, categories, thresholds
         self.style = style
-        self._spaced = {format_tag(n, CaptionStyle(underscores_to_spaces=True)): n
-                        for n in names}
+        self._by_key: dict[str, str] = {}
+        for n in names:
+            self._by_key.setdefault(tag_key(n), n)
         self._lock = threading.Lock()
         self.log_path = root / REVIEW_DIR / CORRECTIONS
 
     # -- reading ------------------------------------------------------------------------
+    def known(self, tag: str) -> str | None:
+        """The label-space name `tag` spells (None: tags.csv has no such row)."""
+        return tag if tag in self.categories else self._by_key.get(tag_key(tag))
+
+    def unknown(self, tags: list[str]) -> list[str]:
+        """The tags of `tags` that name no row of the model's tags.csv."""
+        return [t for t in tags if self.known(t) is None]
+
     def caption(self, i: int) -> tuple[list[str], str, str | None]:
         """(tags, version, error) of image `i`'s caption file; tags in the label space's
         spelling where the file writes them with spaces."""
@@ -72,10 +87,13 @@ class ReviewStore:
             return ([], hashlib.sha256(data).hexdigest(), f"{path.name} is not UTF-8: {exc}",
                     self.style)
         written = parse_caption(text)
-        tags = [t if t in self.categories else self._spaced.get(t, t) for t in written]
+        tags = [self.known(t) or t for t in written]
         style = self.style
-        if any(w != t for w, t in zip(written, tags, strict=True)):
+        respelt = [w for w, t in zip(written, tags, strict=True) if w != t]
+        if any(" " in w for w in respelt):
             style = replace(style, underscores_to_spaces=True)
+        if any("\\(" in w or "\\)" in w for w in respelt):
+            style = replace(style, escape_parentheses=True)
         return tags, hashlib.sha256(data).hexdigest(), None, style
 
     def state(self, i: int) -> dict:
@@ -89,7 +107,8 @@ class ReviewStore:
                           "threshold": self.thresholds.get(t, 0.5)}
                          for t, s in zip(pred.tags, pred.scores, strict=True)]
         margins = [abs(p["score"] - p["threshold"]) for p in predicted]
-        return {"id": i, "path": self.relative[i], "caption": tags, "version": version,
+        return {"id": i, "path": self.relative[i], "caption": tags,
+                "unknown": self.unknown(tags), "version": version,
                 "caption_error": caption_error, "predicted": predicted,
                 "error": pred.error if pred is not None else "not predicted",
                 "uncertainty": round(min(margins), 4) if margins else 1.0}
@@ -99,9 +118,17 @@ class ReviewStore:
         """Add and remove tags on image `i`'s caption made at `version`.
 
         Returns {"status": "saved" | "unchanged" | "conflict" | "error", "image": state,
-        "message"?}. Raises IndexError for an unknown image."""
+        "unknown": the added tags tags.csv does not know, "message"?}. Tags are taken in the
+        label space's spelling when they name a row. Raises IndexError for an unknown image."""
         if not 0 <= i < len(self.images):
             raise IndexError(i)
+        add = [self.known(t) or t for t in add]
+        remove = [self.known(t) or t for t in remove]
+        result = self._edit(i, version, add, remove)
+        result["unknown"] = self.unknown(add)
+        return result
+
+    def _edit(self, i: int, version: str, add: list[str], remove: list[str]) -> dict:
         with self._lock:
             tags, current, error, style = self._read(i)
             if error:
@@ -115,7 +142,8 @@ class ReviewStore:
             new += [t for t in dict.fromkeys(add) if t not in new and t not in drop]
             if new == tags and current:
                 return {"status": "unchanged", "image": self.state(i)}
-            text = ", ".join(format_tag(t, style) for t in new)
+            # a known tag in the file's spelling; an unknown one as it was written or typed
+            text = ", ".join(format_tag(t, style) if self.known(t) else t for t in new)
             try:
                 write_caption(self.images[i], text, self.style, overwrite=True)
                 self._log({"time": round(time.time(), 3), "image": self.relative[i],

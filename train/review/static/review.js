@@ -81,15 +81,19 @@ function card(img) {
   return el;
 }
 
+const UNKNOWN = "not in the model's tags.csv: saved in the caption, but no label when retraining";
+
 function chip(img, tag, inCaption) {
   const s = scoreOf(img, tag);
   const p = img.predicted.find((q) => q.tag === tag);
-  const title = s === null ? "not scored by the model" :
+  const unknown = inCaption && (img.unknown || []).includes(tag);
+  const title = unknown ? UNKNOWN : s === null ? "not scored by the model" :
     `score ${s.toFixed(3)}, threshold ${p.threshold.toFixed(2)}`;
   const button = inCaption
     ? `<button class="reject" title="reject: remove from the caption">✕</button>`
     : `<button class="accept" title="accept: add to the caption">✓</button>`;
-  return `<span class="chip ${inCaption ? "in-caption" : "suggested"}" data-tag="${esc(tag)}"
+  return `<span class="chip ${inCaption ? "in-caption" : "suggested"}${unknown ? " unknown" : ""}"
+    data-tag="${esc(tag)}"
     style="background:${colour(s)}" title="${esc(title)}">${esc(tag)}${s === null ? "" :
     `<span class="score">${s.toFixed(2)}</span>`}${button}</span>`;
 }
@@ -115,6 +119,33 @@ async function edit(ids, add, remove) {
   else if (saved) status(`saved ${saved} caption${saved === 1 ? "" : "s"}`, false);
   else status("no change: the captions already say so", false);
   refocus();
+}
+
+async function unknownOf(tag) {  // the server's word: does the model's tags.csv know it?
+  const reply = await fetch("/api/check?" + new URLSearchParams({tag}));
+  return reply.ok ? (await reply.json()).unknown.length > 0 : false;
+}
+
+async function markTyped(input) {    // as one types: an unknown tag is marked before saving
+  const tag = input.value.trim();
+  const unknown = tag !== "" && await unknownOf(tag);
+  if (input.value.trim() !== tag) return;          // typed on meanwhile
+  input.classList.toggle("unknown", unknown);
+  input.title = unknown ? UNKNOWN : "";
+}
+
+// Save a typed tag; an unknown one only on the second Enter, once the warning was shown.
+async function saveTyped(input, ids, adding) {
+  const tag = input.value.trim();
+  if (adding && await unknownOf(tag) && input.dataset.confirmed !== tag) {
+    input.classList.add("unknown");
+    input.dataset.confirmed = tag;
+    status(`"${tag}" is not in the model's tags.csv: it would be saved in the caption but ` +
+           "be no label when retraining. Enter again saves it anyway.", true);
+    return;
+  }
+  delete input.dataset.confirmed;
+  edit(ids, adding ? [tag] : [], adding ? [] : [tag]);
 }
 
 function status(text, bad) {
@@ -159,7 +190,7 @@ $("grid").addEventListener("keydown", (e) => {
   if (e.target.classList.contains("add-tag")) {
     if (e.key === "Enter" && e.target.value.trim()) {
       const id = +e.target.closest(".card").dataset.id;
-      edit([id], [e.target.value.trim()], []);
+      saveTyped(e.target, [id], true);
     } else if (e.key === "Escape") e.target.closest(".card").focus();
     return;
   }
@@ -190,7 +221,7 @@ function bulk(adding) {
   const tag = $("bulk-tag").value.trim();
   if (!tag) { status("type a tag for the selection first", true); return; }
   if (!selected.size) { status("select images first (x, or shift-click)", true); return; }
-  edit([...selected], adding ? [tag] : [], adding ? [] : [tag]);
+  saveTyped($("bulk-tag"), [...selected], adding);
 }
 
 $("bulk-add").addEventListener("click", () => bulk(true));
@@ -199,6 +230,10 @@ $("bulk-tag").addEventListener("keydown", (e) => { if (e.key === "Enter") bulk(t
 $("select-visible").addEventListener("click", () => {
   shown.forEach((i) => selected.add(i.id)); render(); });
 $("select-none").addEventListener("click", () => { selected.clear(); render(); });
+$("grid").addEventListener("input", (e) => {
+  if (e.target.classList.contains("add-tag")) markTyped(e.target);
+});
+$("bulk-tag").addEventListener("input", (e) => markTyped(e.target));
 ["filter-tag", "filter-category", "score-min", "score-max", "sort"].forEach(
   (id) => $(id).addEventListener("input", render));
 
