@@ -103,7 +103,7 @@ class Run:
         train = ShardStream(split_of(s.shards, manifest, "train"), targets,
                             None if s.device_decode else augment, seed=s.seed,
                             shuffle_buffer=s.shuffle_buffer, open_shards=s.open_shards,
-                            batch_size=s.batch_size)
+                            batch_size=s.batch_size, rank=self.rank, world=self.world)
         try:
             val_split = split_of(s.shards, manifest, "val")
         except DataError:
@@ -111,7 +111,7 @@ class Run:
         val = None
         if val_split is not None and val_split.urls and val_split.samples:
             val = ShardStream(val_split, targets, transforms(s.image_size, False), seed=s.seed,
-                              shuffle=False, exact=False)
+                              shuffle=False, exact=False, rank=self.rank, world=self.world)
         return train, val
 
     def _loader(self, dataset, epoch: int, train: bool, skip: int = 0) -> DataLoader:
