@@ -122,6 +122,18 @@ def test_every_sample_once_per_epoch_in_every_layout(tmp_path, layout):
             assert orders[0] != orders[1]
 
 
+def test_a_brace_pattern_without_a_manifest_reads_every_sample_every_epoch(tmp_path):
+    from shards.manifest import pattern_manifest
+    _, keys = _split(tmp_path, [40, 40, 40, 13])             # plain tars: no stats, no manifest
+    pattern = f"{tmp_path}/s/train/{{00000..00003}}.tar"
+    split = split_of(pattern, pattern_manifest(pattern, samples=133), "train")
+    for epoch in (0, 1):
+        for ranks, workers in ((1, 2), (2, 0)):
+            per_rank = _epoch(split, epoch, ranks, workers)
+            seen = Counter(k for batches in per_rank for b in batches for k in b)
+            assert set(seen) == set(keys), (epoch, ranks, workers, 133 - len(seen))
+
+
 def test_resume_skips_exactly_the_batches_trained(tmp_path):
     split, _ = _split(tmp_path, [70, 9, 35, 26])
     ds = _stream(split)

@@ -178,9 +178,17 @@ def test_a_brace_pattern_of_shard_urls(http_shards, shards, tmp_path):
     n = len(list((shards / "train").glob("*.tar")))
     pattern = f"{http_shards}/train/{{00000..{n - 1:05d}}}.tar"
     samples = read_manifest(shards)["splits"]["train"]
-    report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=1,
-                               tags=f"{http_shards}/tags.csv",
+    sizes = [s["successes"] for s in samples["shards"]]
+    assert len(set(sizes)) > 1                  # unequal shards: 40, ..., and a shorter last
+    report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=2,
+                               tags=f"{http_shards}/tags.csv", extra={"trace": True},
                                epoch_samples=samples["successes"], **BASE)).fit()
-    assert report["step"] == -(-samples["successes"] // 16)    # every sample, padded
+    steps = -(-samples["successes"] // 16)
+    assert report["step"] == 2 * steps
+    lines = [line.split() for line in (tmp_path / "run" / "samples-rank0.txt").read_text()
+             .splitlines()]
+    for epoch in (0, 1):                        # every sample, each epoch, padded to batches
+        trained = [key for step, key in lines if epoch * steps <= int(step) < (epoch + 1) * steps]
+        assert set(trained) == _keys_of(shards / "train") and len(trained) == 16 * steps
     with pytest.raises(Exception, match="needs --tags"):
         Run(TrainSettings(shards=pattern, out=str(tmp_path / "r2"), **BASE)).fit()

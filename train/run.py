@@ -76,14 +76,16 @@ class Run:
         return torch.device(name)
 
     def _manifest(self) -> dict:
-        """The shards' manifest; for a brace pattern of tar URLs, one made from the flags."""
+        """The shards' manifest; for a brace pattern of tar URLs, one listing them with the
+        samples of each, counted on rank 0 (from each shard's stats, or by reading it)."""
         s = self.s
         if "{" not in s.shards and not s.shards.endswith(".tar"):
             return read_manifest(s.shards, s.allow_incomplete)
-        if not s.tags or not s.epoch_samples:
+        if not s.tags:
             raise TrainError("a shard pattern such as 'https://host/ds/train/{00000..00099}.tar'"
-                             " needs --tags (tags.csv path or URL) and --epoch-samples")
-        return pattern_manifest(s.shards, s.epoch_samples)
+                             " needs --tags (tags.csv path or URL)")
+        manifest = pattern_manifest(s.shards, s.epoch_samples) if distributed.is_main() else None
+        return distributed.broadcast(manifest)
 
     def _tags(self, manifest: dict) -> tuple[list[dict], str]:
         run_tags = self.out / "tags.csv"
