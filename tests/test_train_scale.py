@@ -180,15 +180,13 @@ def test_a_brace_pattern_of_shard_urls(http_shards, shards, tmp_path):
     samples = read_manifest(shards)["splits"]["train"]
     sizes = [s["successes"] for s in samples["shards"]]
     assert len(set(sizes)) > 1                  # unequal shards: 40, ..., and a shorter last
-    report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=2,
+    report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=1,
                                tags=f"{http_shards}/tags.csv", extra={"trace": True},
                                epoch_samples=samples["successes"], **BASE)).fit()
     steps = -(-samples["successes"] // 16)
-    assert report["step"] == 2 * steps
-    lines = [line.split() for line in (tmp_path / "run" / "samples-rank0.txt").read_text()
-             .splitlines()]
-    for epoch in (0, 1):                        # every sample, each epoch, padded to batches
-        trained = [key for step, key in lines if epoch * steps <= int(step) < (epoch + 1) * steps]
-        assert set(trained) == _keys_of(shards / "train") and len(trained) == 16 * steps
+    assert report["step"] == steps
+    trace = (tmp_path / "run" / "samples-rank0.txt").read_text().splitlines()
+    trained = [line.split()[1] for line in trace]         # every sample, padded to batches
+    assert set(trained) == _keys_of(shards / "train") and len(trained) == 16 * steps
     with pytest.raises(Exception, match="needs --tags"):
         Run(TrainSettings(shards=pattern, out=str(tmp_path / "r2"), **BASE)).fit()
