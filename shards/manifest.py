@@ -8,7 +8,7 @@
     manifest = new_manifest(shards={"train": [("00000", 500)], "val": []}, ...)  # the body
     write_manifest(Path("shards"), manifest)     # checked, then written atomically
     manifest = complete(Path("shards"), manifest)    # counts and bytes from every shard's stats
-    pattern_manifest("https://host/ds/train/{00000..00099}.tar", samples=10_000)
+    pattern_manifest("https://host/ds/train/{00000..00099}.tar")   # counts from each shard
 
 A manifest names its format and version (FORMAT_NAME, FORMAT_VERSION), says whether the build
 is ``complete``, and lists per split the shards by name (``<split>/<name>.tar`` beside the
@@ -18,6 +18,7 @@ manifest) or, for a listing made from a brace pattern, by ``url``. Torch-free: p
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ from .atomic import write_json_atomic
 from .errors import ManifestError
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardPaths, is_url, join_location
 from .format import manifest_location as _manifest_location
-from .streams import expand_pattern, open_stream
+from .streams import count_samples, expand_pattern, open_stream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,16 +124,36 @@ def split_samples(manifest: dict[str, Any], split: str) -> int:
     return int(info.get("successes") or 0)
 
 
-def pattern_manifest(pattern: str, samples: int, task: str | None = None) -> dict[str, Any]:
+def pattern_manifest(pattern: str, samples: int | None = None,
+                     task: str | None = None) -> dict[str, Any]:
     """A complete one-split (``train``) manifest for a brace pattern of tar URLs, which have
-    no manifest of their own; ``samples`` is the sample count to assume. Raises ManifestError."""
+    no manifest of their own. Each shard's sample count comes from its ``_stats.json`` (which
+    make-shards writes beside the tar) or, where there is none, from reading the tar once;
+    ``samples``, the count the caller expects, is only checked against their sum (a warning).
+    Raises ManifestError, also for a shard that cannot be read to count it."""
     try:
         urls = expand_pattern(pattern)
     except ValueError as exc:
         raise ManifestError(str(exc)) from None
-    shards = [{"name": url.rsplit("/", 1)[-1].removesuffix(".tar"), "url": url} for url in urls]
+    counts = [_stats_successes(url) for url in urls]
+    unknown = [i for i, n in enumerate(counts) if n is None]
+    if unknown:
+        log.warning("%d of %d shards of %s have no _stats.json: counting their samples by "
+                    "reading each once", len(unknown), len(urls), pattern)
+    for i in unknown:
+        try:
+            counts[i] = count_samples(urls[i])
+        except Exception as exc:  # noqa: BLE001 - OSError, tarfile and webdataset errors
+            raise ManifestError(f"{urls[i]}: cannot read it to count its samples: {exc}") \
+                from None
+    shards = [{"name": url.rsplit("/", 1)[-1].removesuffix(".tar"), "url": url,
+               "successes": n} for url, n in zip(urls, counts, strict=True)]
+    total = sum(counts)
+    if samples is not None and samples != total:
+        log.warning("%s: the shards hold %d samples, not the %d expected; every epoch reads "
+                    "all %d", pattern, total, samples, total)
     manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": True,
-                "splits": {"train": {"shards": shards, "successes": samples}}}
+                "splits": {"train": {"shards": shards, "successes": total}}}
     if task:
         manifest["task"] = task
     return manifest
@@ -180,6 +203,17 @@ def _brace(names: list[str], split: str) -> str | None:
     if len(names) == 1:
         return f"{split}/{names[0]}.tar"
     return f"{split}/{{{names[0]}..{names[-1]}}}.tar"
+
+
+def _stats_successes(url: str) -> int | None:
+    """The sample count a shard's ``<name>_stats.json`` records; None without one."""
+    if not url.endswith(".tar") or url.startswith("pipe:"):
+        return None
+    try:
+        with open_stream(url.removesuffix(".tar") + "_stats.json") as f:
+            return int(json.loads(f.read())["successes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def complete(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:

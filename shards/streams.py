@@ -4,6 +4,7 @@
     open_stream("https://host/ds/train/00000.tar")         # retried on 429, 5xx, resets
     open_stream("pipe:aws s3 cp s3://b/ds/00000.tar -")    # a command's stdout (webdataset)
     tar_samples(url)          # the samples of one tar: {"__key__", "__url__", "<ext>": bytes}
+    count_samples(url)        # how many, read to the end
     expand_pattern("https://host/ds/train/{00000..00099}.tar")   # manifest-less listing
 
 HTTP errors that a retry may fix (408, 429, 5xx, resets, timeouts) are retried with
@@ -66,6 +67,12 @@ def tar_samples(url: str) -> Iterator[dict[str, Any]]:
         yield from wds.tariterators.group_by_keys(files, handler=wds.reraise_exception)
     finally:
         stream.close()
+
+
+def count_samples(url: str) -> int:
+    """The number of samples in one tar shard, by reading it to its end (nothing is decoded).
+    Raises OSError, tarfile errors."""
+    return sum(1 for _ in tar_samples(url))
 
 
 def expand_pattern(pattern: str) -> list[str]:

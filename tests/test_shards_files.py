@@ -43,19 +43,49 @@ def test_an_interrupted_atomic_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-def test_a_brace_pattern_lists_its_tars_without_a_manifest():
-    manifest = pattern_manifest("https://host/ds/train/{00000..00002}.tar", samples=30)
-    shards = split_shards(manifest, "https://host/ds", "train")
-    assert [s["url"] for s in shards] == [f"https://host/ds/train/0000{i}.tar" for i in range(3)]
-    assert split_samples(manifest, "train") == 30
+def _tars(folder, sizes: list[int], stats: bool):
+    """Tar shards of `sizes` samples: with stats (make-shards' ShardWriter) or plain tars."""
+
+    import webdataset as wds
+
+    from shards import ShardWriter
+    folder.mkdir(parents=True, exist_ok=True)
+    key = 0
+    for n, size in enumerate(sizes):
+        if stats:
+            with ShardWriter(folder, f"{n:05d}") as writer:
+                for _ in range(size):
+                    writer.write({"__key__": f"k_{key}", "jpg": b"\xff\xd8\xff", "json": {}})
+                    key += 1
+            continue
+        with wds.TarWriter(str(folder / f"{n:05d}.tar")) as tw:
+            for _ in range(size):
+                tw.write({"__key__": f"k_{key}", "jpg": b"\xff\xd8\xff", "json": b"{}"})
+                key += 1
+
+
+@pytest.mark.parametrize("stats", [True, False], ids=["stats files", "plain tars"])
+def test_a_brace_pattern_counts_each_shard_without_a_manifest(tmp_path, stats, caplog):
+    _tars(tmp_path / "train", [40, 40, 40, 13], stats)
+    pattern = f"{tmp_path}/train/{{00000..00003}}.tar"
+    manifest = pattern_manifest(pattern, samples=130)          # expected 130: a warning
+    shards = split_shards(manifest, str(tmp_path), "train")
+    assert [s["url"] for s in shards] == [f"{tmp_path}/train/0000{i}.tar" for i in range(4)]
+    assert [s["samples"] for s in shards] == [40, 40, 40, 13]
+    assert split_samples(manifest, "train") == 133
+    assert "hold 133 samples, not the 130 expected" in caplog.text
+    assert ("counting their samples" in caplog.text) is not stats
     with pytest.raises(ManifestError, match=".tar"):
-        pattern_manifest("https://host/ds/{a,b}.json", samples=1)
+        pattern_manifest(f"{tmp_path}/{{a,b}}.json")
+    with pytest.raises(ManifestError, match="00009.tar: cannot read it to count"):
+        pattern_manifest(f"{tmp_path}/train/{{00003,00009}}.tar")
 
 
 def test_the_manifest_writer_checks_what_it_writes(tmp_path):
     with pytest.raises(ManifestError, match="not a booru-tagger-shards manifest"):
         write_manifest(tmp_path, {"format_version": 1, "splits": {}})
-    manifest = pattern_manifest("/data/train/{00000..00001}.tar", samples=4)
+    _tars(tmp_path / "data", [3, 1], stats=False)
+    manifest = pattern_manifest(f"{tmp_path}/data/{{00000..00001}}.tar")
     write_manifest(tmp_path, {**manifest, "complete": False})
     assert read_manifest(tmp_path)["splits"] == manifest["splits"]
     with pytest.raises(ManifestError, match="not complete"):

@@ -75,53 +75,108 @@ def _stream(split, **kw) -> ShardStream:
                        shuffle_buffer=20, open_shards=2, batch_size=BATCH, **kw)
 
 
-def _epoch(ds: ShardStream, epoch: int, ranks: int, workers: int) -> list[list[str]]:
-    ds.set_epoch(epoch)
-    return [[key for _, _, key in ds.stream(rank, ranks, worker, workers)]
-            for rank in range(ranks) for worker in range(workers)]
+def _batches(ds: ShardStream, workers: int, **kw) -> list[list[str]]:
+    """The key batches a real DataLoader with `workers` workers (0: in this process) gives,
+    in the order it gives them, as `Run` makes it (whole batches only)."""
+    loader = DataLoader(ds, batch_size=BATCH, num_workers=workers, drop_last=True,
+                        collate_fn=encoded_collate, **kw)
+    return [keys for _, _, keys in loader]
+
+
+def _epoch(split, epoch: int, ranks: int, workers: int) -> list[list[list[str]]]:
+    """Each rank's batches of one epoch, each rank reading through its own DataLoader."""
+    out = []
+    for rank in range(ranks):
+        ds = _stream(split, rank=rank, world=ranks)
+        ds.set_epoch(epoch)
+        out.append(_batches(ds, workers))
+    return out
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_every_sample_once_per_epoch_in_every_layout(tmp_path, layout):
-    split, keys = _split(tmp_path, LAYOUTS[layout])
-    ds = _stream(split)
+    sizes = LAYOUTS[layout]
+    split, keys = _split(tmp_path, sizes)
+    total = sum(sizes)
     for ranks in (1, 2):
-        for workers in (1, 2, 3, 4):         # 0 workers read as one stream, as 1 does
-            streams = ranks * workers
+        for workers in (0, 1, 2):
+            streams = ranks * max(1, workers)
+            # Planned: every stream the same whole number of batches, enough for them all to
+            # hold every sample; the remainder of the last batches is padding.
+            per_stream = BATCH * -(-total // (streams * BATCH))
+            padding = streams * per_stream - total
             orders = []
             for epoch in (0, 1):
-                per_stream = _epoch(ds, epoch, ranks, workers)
-                lengths = {len(s) for s in per_stream}
-                assert lengths == {ds.per_stream(workers, ranks)}, (ranks, workers)
-                assert lengths.pop() % BATCH == 0
-                seen = Counter(k for s in per_stream for k in s)
-                assert set(seen) == set(keys), (layout, ranks, workers, epoch)
-                padding = sum(seen.values()) - len(keys)
-                assert 0 <= padding < streams * BATCH
-                orders.append([k for s in per_stream for k in s])
+                per_rank = _epoch(split, epoch, ranks, workers)
+                where = (layout, ranks, workers, epoch)
+                assert [len(b) for b in per_rank] == [streams // ranks * per_stream // BATCH] \
+                    * ranks, where
+                seen = Counter(k for batches in per_rank for b in batches for k in b)
+                assert set(seen) == set(keys), where
+                assert sum(seen.values()) == total + padding, where
+                assert sum(n - 1 for n in seen.values()) == padding, where
+                assert max(seen.values()) <= 1 + -(-padding // total), where
+                orders.append([k for batches in per_rank for b in batches for k in b])
             assert orders[0] != orders[1]
 
 
-def test_the_stream_through_dataloader_workers(tmp_path):
-    split, keys = _split(tmp_path, [50, 41])
-    ds = _stream(split)
-    ds.set_epoch(0)
-    loader = DataLoader(ds, batch_size=BATCH, num_workers=2, drop_last=True,
-                        collate_fn=encoded_collate)
-    seen = Counter(k for _, _, batch in loader for k in batch)
-    assert set(seen) == set(keys) and sum(seen.values()) == 2 * ds.per_stream(2, 1)
+def test_a_brace_pattern_without_a_manifest_reads_every_sample_every_epoch(tmp_path):
+    from shards.manifest import pattern_manifest
+    _, keys = _split(tmp_path, [40, 40, 40, 13])             # plain tars: no stats, no manifest
+    pattern = f"{tmp_path}/s/train/{{00000..00003}}.tar"
+    split = split_of(pattern, pattern_manifest(pattern, samples=133), "train")
+    for epoch in (0, 1):
+        for ranks, workers in ((1, 2), (2, 0)):
+            per_rank = _epoch(split, epoch, ranks, workers)
+            seen = Counter(k for batches in per_rank for b in batches for k in b)
+            assert set(seen) == set(keys), (epoch, ranks, workers, 133 - len(seen))
 
 
 def test_resume_skips_exactly_the_batches_trained(tmp_path):
     split, _ = _split(tmp_path, [70, 9, 35, 26])
     ds = _stream(split)
     ds.set_epoch(1)
-    whole = [[k for _, _, k in ds.stream(0, 1, w, 3)] for w in range(3)]
-    batches = [whole[w][i:i + BATCH] for i in range(0, len(whole[0]), BATCH) for w in range(3)]
-    ds.set_epoch(1, skip_batches=4)
-    rest = [[k for _, _, k in ds.stream(0, 1, w, 3)] for w in range(3)]
-    resumed = [rest[w][i:i + BATCH] for i in range(0, len(whole[0]), BATCH) for w in range(3)]
-    assert [b for b in resumed if b] == batches[4:]
+    whole = _batches(ds, 3)
+    for trained in (4, 5):
+        ds.set_epoch(1, skip_batches=trained)
+        assert _batches(ds, 3) == whole[trained:], trained
+
+
+def _rank_reads(rank: int, init: str, split: Split, out: str) -> None:
+    """One rank of a real two-rank gloo group: its keys through two forkserver workers."""
+    import json
+    import multiprocessing
+
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=2)
+    try:
+        ds = _stream(split)                   # rank and world from the group
+        ds.set_epoch(0)
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload(["train.data"])   # torch imported once, not per worker
+        batches = _batches(ds, 2, multiprocessing_context=forkserver)
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(batches, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ranks_reach_forkserver_workers(tmp_path):
+    """Workers started by forkserver (Python 3.14's default) have no process group: each
+    rank must still read only its share, not the whole epoch."""
+    import json
+
+    import torch.multiprocessing as mp
+    split, keys = _split(tmp_path, [40, 40, 40, 13])
+    # The ranks are forked (cheap: torch is imported already); their workers are not.
+    mp.start_processes(_rank_reads, args=(str(tmp_path / "init"), split, str(tmp_path)),
+                       nprocs=2, start_method="fork")
+    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    per_stream = BATCH * -(-133 // (4 * BATCH))             # 2 ranks x 2 workers: 36 each
+    assert [len(b) for b in per_rank] == [2 * per_stream // BATCH] * 2       # 18, not 34
+    seen = Counter(k for batches in per_rank for b in batches for k in b)
+    assert set(seen) == set(keys) and sum(seen.values()) == 4 * per_stream
 
 
 def test_unreadable_samples_are_replaced_so_streams_stay_equal(tmp_path):
@@ -135,12 +190,14 @@ def test_unreadable_samples_are_replaced_so_streams_stay_equal(tmp_path):
 
 
 def test_a_shard_shorter_than_its_manifest_is_padded_and_counted(tmp_path):
-    split, _ = _split(tmp_path, [40, 30])
+    split, keys = _split(tmp_path, [40, 30])
     split = Split(split.urls, 80, [40, 40])         # the manifest claims 10 more
     ds = _stream(split)
     ds.set_epoch(0)
-    assert sum(len(s) for s in _epoch(ds, 0, 1, 2)) == 2 * ds.per_stream(2, 1)
-    assert int(ds.errors.sum()) >= 1
+    batches = _batches(ds, 2)
+    assert sum(len(b) for b in batches) == 2 * BATCH * -(-80 // (2 * BATCH))
+    assert set(k for b in batches for k in b) == set(keys)
+    assert int(ds.errors.sum()) >= 1            # counted in the workers, seen here
 
 
 def test_augmentation_leaves_the_global_rng_alone(tmp_path):

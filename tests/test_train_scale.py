@@ -179,9 +179,15 @@ def test_a_brace_pattern_of_shard_urls(http_shards, shards, tmp_path):
     n = len(list((shards / "train").glob("*.tar")))
     pattern = f"{http_shards}/train/{{00000..{n - 1:05d}}}.tar"
     samples = read_manifest(shards)["splits"]["train"]
+    sizes = [s["successes"] for s in samples["shards"]]
+    assert len(set(sizes)) > 1                  # unequal shards: 40, ..., and a shorter last
     report = Run(TrainSettings(shards=pattern, out=str(tmp_path / "run"), epochs=1,
-                               tags=f"{http_shards}/tags.csv",
+                               tags=f"{http_shards}/tags.csv", extra={"trace": True},
                                epoch_samples=samples["successes"], **BASE)).fit()
-    assert report["step"] == -(-samples["successes"] // 16)    # every sample, padded
+    steps = -(-samples["successes"] // 16)
+    assert report["step"] == steps
+    trace = (tmp_path / "run" / "samples-rank0.txt").read_text().splitlines()
+    trained = [line.split()[1] for line in trace]         # every sample, padded to batches
+    assert set(trained) == _keys_of(shards / "train") and len(trained) == 16 * steps
     with pytest.raises(Exception, match="needs --tags"):
         Run(TrainSettings(shards=pattern, out=str(tmp_path / "r2"), **BASE)).fit()

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", help="shards folder or base URL with manifest.json (required)")
     p.add_argument("--out", help="the run folder (required)")
     p.add_argument("--tags", help="tags.csv path or URL (default: the one beside the shards)")
-    p.add_argument("--epoch-samples", type=int, help="samples per epoch when --shards is a "
-                   "brace pattern of tar URLs without a manifest")
+    p.add_argument("--epoch-samples", type=int, help="the samples you expect when --shards "
+                   "is a brace pattern of tar URLs (each shard is counted from its _stats.json "
+                   "or by reading it; a different total is warned about)")
     add_config_option(p)
     g = p.add_argument_group("model")
     g.add_argument("--arch", dest="model", metavar="ARCH", help="torchvision backbone: "

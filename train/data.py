@@ -46,6 +46,8 @@ CROP_SCALE = (0.85, 1.0)           # the default crop keeps borders and objects 
 
 
 def rank_info() -> tuple[int, int]:
+    """(rank, world size) of this process's group; (0, 1) outside one. A DataLoader worker
+    started by `forkserver` or `spawn` is outside it, so call this in the main process."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -134,12 +136,22 @@ def decode_image(data: bytes) -> torch.Tensor:
 
 class ShardStream(IterableDataset):
     """One epoch of (image, target, key) for this rank's DataLoader workers. With
-    `transform=None` the image stays encoded (JPEG bytes) for `DeviceDecoder`."""
+    `transform=None` the image stays encoded (JPEG bytes) for `DeviceDecoder`.
+
+    `rank` and `world` (default: this process's group, read here, in the main process) travel
+    to the workers with the dataset: a worker started by `forkserver` or `spawn` has no
+    process group of its own to ask."""
 
     def __init__(self, split: Split, targets: Targets, transform, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, open_shards: int = 4,
-                 exact: bool = True, batch_size: int = 1):
+                 exact: bool = True, batch_size: int = 1, rank: int | None = None,
+                 world: int | None = None):
         super().__init__()
+        group_rank, group_world = rank_info()
+        self.rank = group_rank if rank is None else rank
+        self.world = group_world if world is None else world
+        if not 0 <= self.rank < self.world:
+            raise DataError(f"rank {self.rank} is not one of {self.world} ranks")
         if not split.urls:
             raise DataError("no shards to read")
         self.split = split
@@ -167,16 +179,17 @@ class ShardStream(IterableDataset):
     def per_stream(self, workers: int, ranks: int | None = None) -> int:
         """Samples each stream yields per training epoch: a whole number of batches, enough
         for the streams together to cover every sample."""
-        streams = max(1, (ranks or rank_info()[1]) * max(1, workers))
+        streams = max(1, (ranks or self.world) * max(1, workers))
         return self.batch_size * math.ceil(sum(self.counts) / (streams * self.batch_size))
 
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        yield from self.stream(*rank_info(), worker, workers)
+        yield from self.stream(self.rank, self.world, worker, workers)
 
     def stream(self, rank: int, ranks: int, worker: int, workers: int):
-        """The items of one (rank, worker) stream; `__iter__` finds its ids itself."""
+        """The items of one (rank, worker) stream; `__iter__` passes the dataset's rank and
+        world and the DataLoader worker's id."""
         # DataLoader takes its first batch from worker 0; after k batches it would have been
         # worker k % W's turn, so on resume the workers swap roles to keep the order.
         k = self.skip_batches if self.exact else 0

@@ -86,6 +86,17 @@ def gather_rows(tensor: torch.Tensor, device: torch.device) -> torch.Tensor | No
     return torch.cat([p[: int(c.item())].cpu() for p, c in zip(parts, counts, strict=True)])
 
 
+def average_gradients(module: torch.nn.Module) -> None:
+    """Each parameter's gradient averaged over all ranks, as DDP's all-reduce would have it
+    (for micro-batches whose backward ran in `no_sync()` with no syncing one after them)."""
+    if not active():
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world_size())
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank: after the last training
     forward each rank holds its own, and every rank must evaluate the model rank 0 exports."""

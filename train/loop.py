@@ -3,7 +3,9 @@
 The training loop counts optimizer steps, logs a line every `log_every` steps (loss,
 images/s, the share of time spent waiting for data, ETA) and calls `on_step` after each
 optimizer step, which is where the run checkpoints, evaluates, or stops. Micro-batches left
-over at the epoch's end (fewer than `grad_accum`) make one last, smaller step.
+over at the epoch's end (fewer than `grad_accum`) make one last, smaller step. Under DDP only
+the last micro-batch of a step all-reduces (the others run in `no_sync()`); the leftover
+micro-batches of an epoch are averaged over the ranks before their step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from . import distributed
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,9 @@ def train_one_epoch(model: nn.Module, loader, state: StepState, loop: Loop) -> d
         progress.waited(time.perf_counter() - t_data)
         if loop.trace is not None:
             loop.trace.write("".join(f"{state.step} {k}\n" for k in keys))
-        value = _forward_backward(model, x, y, loop)
+        synced = (state.batches_in_epoch + 1) % loop.grad_accum == 0
+        with _accumulating(model, synced):
+            value = _forward_backward(model, x, y, loop)
         losses.append(value)
         images += len(y)
         state.batches_in_epoch += 1
@@ -88,6 +94,8 @@ def train_one_epoch(model: nn.Module, loader, state: StepState, loop: Loop) -> d
         t_data = time.perf_counter()
     leftover = state.batches_in_epoch % loop.grad_accum
     if leftover and not stopped:
+        if hasattr(model, "no_sync"):          # their backward passes ran in no_sync()
+            distributed.average_gradients(model)
         for p in model.parameters():           # the mean over the micro-batches there were
             if p.grad is not None:
                 p.grad.mul_(loop.grad_accum / leftover)
@@ -98,6 +106,13 @@ def train_one_epoch(model: nn.Module, loader, state: StepState, loop: Loop) -> d
     return {"train_loss": float(np.mean(losses)) if losses else float("nan"),
             "images_per_s": images / max(elapsed, 1e-9),
             "data_wait": progress.total_wait / max(elapsed, 1e-9)}
+
+
+def _accumulating(model: nn.Module, synced: bool):
+    """DDP's `no_sync()` for a micro-batch whose gradients wait for the step's last one (the
+    all-reduce then carries their sum); nothing for a plain module or a syncing micro-batch."""
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if no_sync is not None and not synced else contextlib.nullcontext()
 
 
 def _forward_backward(model: nn.Module, x, y: torch.Tensor, loop: Loop) -> float:

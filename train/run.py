@@ -76,14 +76,16 @@ class Run:
         return torch.device(name)
 
     def _manifest(self) -> dict:
-        """The shards' manifest; for a brace pattern of tar URLs, one made from the flags."""
+        """The shards' manifest; for a brace pattern of tar URLs, one listing them with the
+        samples of each, counted on rank 0 (from each shard's stats, or by reading it)."""
         s = self.s
         if "{" not in s.shards and not s.shards.endswith(".tar"):
             return read_manifest(s.shards, s.allow_incomplete)
-        if not s.tags or not s.epoch_samples:
+        if not s.tags:
             raise TrainError("a shard pattern such as 'https://host/ds/train/{00000..00099}.tar'"
-                             " needs --tags (tags.csv path or URL) and --epoch-samples")
-        return pattern_manifest(s.shards, s.epoch_samples)
+                             " needs --tags (tags.csv path or URL)")
+        manifest = pattern_manifest(s.shards, s.epoch_samples) if distributed.is_main() else None
+        return distributed.broadcast(manifest)
 
     def _tags(self, manifest: dict) -> tuple[list[dict], str]:
         run_tags = self.out / "tags.csv"
@@ -103,7 +105,7 @@ class Run:
         train = ShardStream(split_of(s.shards, manifest, "train"), targets,
                             None if s.device_decode else augment, seed=s.seed,
                             shuffle_buffer=s.shuffle_buffer, open_shards=s.open_shards,
-                            batch_size=s.batch_size)
+                            batch_size=s.batch_size, rank=self.rank, world=self.world)
         try:
             val_split = split_of(s.shards, manifest, "val")
         except ManifestError:
@@ -111,7 +113,7 @@ class Run:
         val = None
         if val_split is not None and val_split.urls and val_split.samples:
             val = ShardStream(val_split, targets, transforms(s.image_size, False), seed=s.seed,
-                              shuffle=False, exact=False)
+                              shuffle=False, exact=False, rank=self.rank, world=self.world)
         return train, val
 
     def _loader(self, dataset, epoch: int, train: bool, skip: int = 0) -> DataLoader:

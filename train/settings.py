@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 @dataclass
 class TrainSettings:
     shards: str                          # folder or base URL holding manifest.json, or a
-                                         # brace pattern of tar URLs (with tags, epoch_samples)
+                                         # brace pattern of tar URLs (with tags)
     out: str                             # the run folder
     tags: str | None = None              # tags.csv path or URL (default: the shards' copy)
-    epoch_samples: int | None = None     # samples per epoch for a shard pattern
+    epoch_samples: int | None = None     # samples expected of a shard pattern (a check)
     # model
     model: str = "resnet50"
     weights: str = "imagenet"            # imagenet | none | PATH to backbone weights
