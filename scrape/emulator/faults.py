@@ -26,6 +26,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from aiohttp import web
@@ -102,16 +103,45 @@ class QuietResets(logging.Filter):
 
 
 class TokenBucket:
-    def __init__(self):
+    """The per-client rate limit; ``clock`` (seconds) is injectable, so tests need no sleep."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.state: dict[str, tuple[float, float]] = {}
+        self.clock = clock
 
     def take(self, client: str, rate: float, burst: int) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         tokens, last = self.state.get(client, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
         ok = tokens >= 1.0
         self.state[client] = (tokens - 1.0 if ok else tokens, now)
         return ok
+
+
+class FileGate:
+    """Holds file requests past the first ``allow`` until :meth:`open` (tests: interrupt a
+    scrape with an exact number of files served). Used on the emulator's event loop only."""
+
+    def __init__(self):
+        self.allow: int | None = None
+        self.passed = 0
+        self._opened: asyncio.Event | None = None
+
+    def close_after(self, allow: int) -> None:
+        self.allow, self.passed, self._opened = allow, 0, asyncio.Event()
+
+    def open(self) -> None:
+        if self._opened is not None:
+            self._opened.set()
+        self.allow, self._opened = None, None
+
+    async def through(self) -> None:
+        if self.allow is None or self._opened is None:
+            return
+        if self.passed < self.allow:
+            self.passed += 1
+            return
+        await self._opened.wait()
 
 
 class RequestLog:
@@ -161,6 +191,8 @@ async def fault_middleware(request: web.Request, handler):
         else:
             fault = next((k for k in KINDS if (is_file or k not in FILE_ONLY)
                           and config.hits(k, url, attempt)), None)
+    if is_file and not control and response is None:
+        await emu.gate.through()
     if fault == "slow":
         await asyncio.sleep(config.slow_seconds)
     elif fault == "reset":

@@ -76,6 +76,20 @@ class EmulatorThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def hold_files_after(self, allow: int) -> None:
+        """Serve ``allow`` more file requests, then hold the rest until :meth:`release_files`."""
+        self._on_loop(self.emulator.gate.close_after, allow)
+
+    def release_files(self) -> None:
+        """Answer the held file requests and stop holding."""
+        self._on_loop(self.emulator.gate.open)
+
+    def _on_loop(self, function, *args) -> None:
+        async def call() -> None:
+            function(*args)
+
+        asyncio.run_coroutine_threadsafe(call(), self._loop).result(30)
+
     @property
     def app(self) -> web.Application:
         """The running application (sub-applications hold per-site knobs)."""
