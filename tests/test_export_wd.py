@@ -32,7 +32,6 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-pytestmark = pytest.mark.slow          # one training run and one ONNX export for the module
 SIDE = 32
 # rows of the run's tags.csv given other categories after training (they do not change the
 # model): four ratings out of order and two characters

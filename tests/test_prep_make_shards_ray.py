@@ -14,7 +14,7 @@ from prep.pause import ENV
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.heavy
 ARGS = ["--samples-per-shard", "4", "--val-fraction", "0.1"]
 
 

@@ -25,7 +25,7 @@ from test_prep_make_shards_support import (
 
 s3fs = pytest.importorskip("s3fs")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.heavy
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--image-size", "64", "--samples-per-shard", "4", "--val-fraction", "0.1"]
 BUCKET = "shards-test"

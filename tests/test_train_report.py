@@ -57,7 +57,6 @@ def test_tag_rows_and_worst_pictures():
     assert not targets[fp, 1].any() and targets[fn, 1].all()
 
 
-@pytest.mark.slow
 def test_report_recomputes_the_runs_validation_numbers(report):
     summary = json.loads((report / "report.json").read_text())
     final = json.loads((report.parent / "eval.json").read_text())
@@ -78,7 +77,6 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert train_main(["report", "--model", str(tmp_path / "missing")]) == 2
 
 
-@pytest.mark.slow
 def test_report_in_the_browser(report, tmp_path):
     from selenium.webdriver.common.by import By
     with chromium() as driver:
@@ -119,7 +117,6 @@ def test_report_in_the_browser(report, tmp_path):
         screenshot(driver, tmp_path, "report-tag.png")
 
 
-@pytest.mark.slow
 def test_train_writes_the_report_unless_told_not_to(tmp_path_factory, tmp_path):
     shards = cached_run(tmp_path_factory).parent / "shards"
     argv = ["--stream", "--shards", str(shards), "--arch", "resnet18", "--weights", "none",
