@@ -36,9 +36,9 @@ def expected_downloads(emulator) -> set[int]:
             if not (p.is_deleted or p.is_banned or p.restricted) and p.file_ext in IMAGE_EXTS}
 
 
-def settle(emulator, seconds: float) -> None:
+def settle(emulator) -> None:
     """Let the emulator finish handlers still sleeping on a `slow` fault (the log stays clean)."""
-    time.sleep(seconds)
+    emulator.wait_idle()
     emulator.emulator.log.attempts.clear()
 
 
@@ -62,7 +62,7 @@ def test_transient_faults_cost_nothing(emulator, tmp_path, case):
     n0 = emulator.emulator.log.total
     assert scrape(emulator, "danbooru", QUERY, tmp_path, *flags) == 0
     if kind == "slow":
-        settle(emulator, settings["slow_seconds"])
+        settle(emulator)
     rows = read_rows(tmp_path)
     downloaded = {r["id"] for r in rows if r["status"] == "downloaded"}
     assert downloaded == expected_downloads(emulator)
@@ -169,7 +169,7 @@ def test_permanent_request_faults_fail_those_posts_only(emulator, tmp_path, kind
     raw = tmp_path / "raw"
     assert scrape(emulator, "danbooru", QUERY, raw, "--retries", "1", *flags) == 0
     if kind == "slow":
-        settle(emulator, settings["slow_seconds"])
+        settle(emulator)
     rows = by_id(read_rows(raw))
     failed = {pid for pid, r in rows.items() if r["status"].startswith("failed")}
     assert failed == hit

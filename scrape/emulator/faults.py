@@ -151,6 +151,7 @@ class RequestLog:
         self.entries: deque[dict] = deque(maxlen=maxlen)
         self.attempts: Counter[str] = Counter()
         self.total = 0
+        self.in_flight = 0  # requests received and not yet answered (slow, held, rendering)
 
     def add(self, **entry) -> None:
         self.total += 1
@@ -164,6 +165,16 @@ def is_blocked_agent(agent: str) -> bool:
 
 @web.middleware
 async def fault_middleware(request: web.Request, handler):
+    """Log every request and inject the configured faults (counted in ``log.in_flight``)."""
+    log: RequestLog = request.config_dict[_emulator_key()].log
+    log.in_flight += 1
+    try:
+        return await _faulty(request, handler)
+    finally:
+        log.in_flight -= 1
+
+
+async def _faulty(request: web.Request, handler):
     emu = request.config_dict[_emulator_key()]
     config: FaultConfig = emu.faults
     log: RequestLog = emu.log

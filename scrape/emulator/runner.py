@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -83,6 +84,15 @@ class EmulatorThread:
     def release_files(self) -> None:
         """Answer the held file requests and stop holding."""
         self._on_loop(self.emulator.gate.open)
+
+    def wait_idle(self, limit: float = 120.0) -> None:
+        """Until no request is being answered (a `slow` fault's handlers still sleeping after
+        their client gave up, say); a RuntimeError after ``limit`` seconds."""
+        deadline = time.monotonic() + limit
+        while self.emulator.log.in_flight:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator is still answering after {limit:.0f} s")
+            time.sleep(0.01)
 
     def _on_loop(self, function, *args) -> None:
         async def call() -> None:
