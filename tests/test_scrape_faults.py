@@ -187,9 +187,11 @@ def test_a_listing_that_keeps_failing_is_a_one_line_error(emulator, tmp_path, ca
 
 
 # -- rate limit ----------------------------------------------------------------------------
-def assert_within_bucket(times: list[float], rate: float, burst: int, jitter: float = 0.05):
+def assert_within_bucket(times: list[float], rate: float, burst: int, jitter: float = 0.25):
     """No window [t_i, t_j] holds more than burst + rate * (t_j - t_i) requests, give or take
-    one request and `jitter` seconds of delay between the client and the server's clock."""
+    one request and `jitter` seconds of delay between the client's send and the server's log
+    (a loaded machine stalls the emulator's loop and delivers requests bunched: 0.05 s was
+    not enough; without a limiter the job's ~60 requests arrive in a fraction of that)."""
     slack = 1 + rate * jitter
     times = sorted(times)
     for i in range(len(times)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from train.report.cli import main as report_main
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    run = cached_run(tmp_path_factory)
+    run = tmp_path_factory.mktemp("report") / "run"   # a copy: the report is written into it
+    shutil.copytree(cached_run(tmp_path_factory), run)
     assert report_main(["--model", str(run), "--examples", "4", "-q"]) == 0
     return run / "report"
 
