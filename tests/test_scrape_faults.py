@@ -46,7 +46,9 @@ TRANSIENT = {       # fault settings, extra flags
     "server_error": ({"server_error": 1.0}, []),
     "reset": ({"reset": 1.0}, []),
     "slow_within_timeout": ({"slow": 0.5, "slow_seconds": 0.2}, ["--timeout", "5"]),
-    "slow_past_timeout": ({"slow": 0.5, "slow_seconds": 1.0}, ["--timeout", "0.5"]),
+    # the emulator holds these answers until the client hangs up: they always time out, and
+    # the others have 1.5 s to answer
+    "slow_past_timeout": ({"slow": 0.5, "slow_seconds": 600}, ["--timeout", "1.5"]),
     "truncate": ({"truncate": 1.0}, []),
     "md5_mismatch": ({"md5_mismatch": 1.0}, []),
     "html_200": ({"html_200": 1.0}, []),
@@ -149,7 +151,7 @@ def listing_and_file_paths(emulator, raw) -> tuple[list[str], dict[int, str]]:
 API_PERMANENT = {   # kind: (settings, flags, the status a faulty file gets)
     "server_error": ({}, [], "failed_http_5"),
     "rate_429": ({}, [], "failed_http_429"),
-    "slow": ({"slow_seconds": 1.0}, ["--timeout", "0.5"], "failed_timeout"),
+    "slow": ({"slow_seconds": 600}, ["--timeout", "1.5"], "failed_timeout"),  # until hung up
     "reset": ({}, [], "failed_connection"),
 }
 

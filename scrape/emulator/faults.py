@@ -8,7 +8,7 @@ Kinds (each a fraction of URLs, switchable per run with `--faults kind=rate,...`
 with `POST /_emulator/faults`):
   server_error  500/502/503/504 answers (503 with Retry-After)
   rate_429      429, half of them with Retry-After
-  slow          answers delayed by `slow_seconds`
+  slow          answers delayed by `slow_seconds` (or until the client hangs up)
   reset         the connection closed before answering
   truncate      a file body cut short of its Content-Length
   md5_mismatch  one byte of the file changed
@@ -163,6 +163,18 @@ def is_blocked_agent(agent: str) -> bool:
     return not agent or any(marker in agent for marker in BLOCKED_AGENTS)
 
 
+async def _delay(request: web.Request, seconds: float) -> None:
+    """Sleep ``seconds``, or less when the client hangs up first (a client that timed out):
+    a test can ask for a delay far past its client's timeout and not wait for it."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(left, 0.02))
+
+
 @web.middleware
 async def fault_middleware(request: web.Request, handler):
     """Log every request and inject the configured faults (counted in ``log.in_flight``)."""
@@ -205,7 +217,7 @@ async def _faulty(request: web.Request, handler):
     if is_file and not control and response is None:
         await emu.gate.through()
     if fault == "slow":
-        await asyncio.sleep(config.slow_seconds)
+        await _delay(request, config.slow_seconds)
     elif fault == "reset":
         log.add(**entry, status=0, fault=fault)
         request.transport.close()
