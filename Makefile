@@ -1,5 +1,7 @@
 # make test: create the venv, install the project with its test tools (and a headless browser
-#            for the browser tests), lint, run the tests.
+#            for the browser tests), lint, run the tests but the heavy ones (a few minutes).
+# make test-all: the same with the `heavy` tests too (wheel builds, a Ray cluster, the S3
+#            server, the full demo, two-rank torchrun); .ci/run runs both.
 # make demo: run the offline end-to-end pipeline against the bundled booru emulator.
 # Another interpreter: make test PYTHON=python3.12 (its own venv, .venv-python3.12).
 PYTHON ?= python3.11
@@ -9,8 +11,10 @@ STAMP := $(VENV)/.installed
 # The tests run in parallel, one process per core; a module's tests stay on one worker so
 # that the runs they share are trained once.
 PYTEST_ARGS ?= -n auto --dist loadfile
+# What `make test` leaves out (pyproject.toml declares the marker).
+FAST_MARKERS ?= not heavy
 
-.PHONY: test demo lint browser wd-consumer bench clean
+.PHONY: test test-all test-heavy demo lint browser wd-consumer bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +44,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP) browser wd-consumer lint
-	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+
+# Only the heavy tests (what test-all adds to test).
+test-heavy: $(STAMP) browser wd-consumer lint
+	$(PY) -m pytest -m heavy $(PYTEST_ARGS)
+
+test-all: $(STAMP) browser wd-consumer lint
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

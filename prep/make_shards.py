@@ -48,6 +48,7 @@ from .folder_input import CaptionMatch, FolderScan, folder_index, match_captions
 from .image_pool import ImagePool, Item, Result, default_workers
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
+from .pause import pause_point
 from .posts_reader import JSONL_FILE_SUFFIXES, PARQUET_SUFFIXES
 from .shard_output import (
     locked,
@@ -245,6 +246,7 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
             stats = writer.stats or {}
             log.info("%s/%s: %d of %d samples written", spec.split, spec.name,
                      stats.get("successes", 0), stats.get("count", 0))
+            pause_point("shard-done")
 
 
 @dataclass

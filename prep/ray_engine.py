@@ -31,6 +31,7 @@ from .errors import SettingsError
 from .image_pool import Item, Result, default_workers, process_item
 from .imaging import ImageSettings
 from .labels import LabelIndex
+from .pause import pause_point
 from .shard_plan import Plan, ShardSpec
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build_shard(spec: ShardSpec, roots: list[Path], index: LabelIndex, out: Path
                      extra_stats={"split": spec.split}) as writer:
         for sample in shard_samples(spec, results, index, image.format):
             writer.write(sample)
+            pause_point("task-sample")
     if store is not None:
         store.put_shard(out, spec.split, spec.name)
         store.wait()

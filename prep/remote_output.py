@@ -28,6 +28,7 @@ from shards.format import FORMAT_NAME, MANIFEST, SPLITS, TAGS, ShardPaths
 from shards.storage import Storage, StorageError
 
 from .errors import InputError, SettingsError
+from .pause import pause_point
 from .shard_output import clear_output, describe_difference
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class RemoteOutput:
             self.storage.put(path, f"{split}/{path.name}")
         paths.tar.unlink()
         paths.parquet.unlink()
+        pause_point("shard-uploaded")
 
     def finish(self, staging: Path) -> None:
         """Upload tags.csv (when new) and the final manifest, last; empty ``staging``."""

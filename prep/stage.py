@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from .image_pool import ImagePool, Item, Result, process_item
 from .imaging import EncodedImage, ImageRejected, ImageSettings, encode, prepare_picture
+from .pause import pause_point
 from .phash import FileHash, phash_prepared
 from .sources import read_source, stat_sources
 
@@ -230,6 +231,7 @@ class Stage:
         self._put(table, f"{name}.feather")
         for k, (path, _, staged) in enumerate(rows):
             self._where[path] = (f"{name}.feather", k, staged)
+        pause_point("stage-part")
 
     def _put(self, table: pa.Table, name: str) -> None:
         tmp = self.directory / f".{name}.tmp"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train_fixtures import emulator_shards
+from train_fixtures import emulator_shards, shared_folder
 
 from shards import FORMAT_NAME, FORMAT_VERSION
 from train.run import Run
@@ -18,13 +18,9 @@ from train.settings import TrainSettings
 
 
 def cached_run(tmp_path_factory) -> Path:
-    """One small run per test session (and xdist worker), shared by the report and review
-    tests through the session's base temporary folder."""
-    root = tmp_path_factory.getbasetemp() / "small-run"
-    if not (root / "run" / "model.safetensors").exists():
-        root.mkdir(exist_ok=True)
-        small_run(root)
-    return root / "run"
+    """One small run per test session (for all its xdist workers), shared by the report and
+    review tests; read-only (copy it to write into it)."""
+    return shared_folder(tmp_path_factory, "small-run", small_run) / "run"
 
 
 def small_run(root: Path, posts: int = 240, epochs: int = 2) -> Path:

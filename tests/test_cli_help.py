@@ -57,7 +57,6 @@ COMMANDS = [["scrape"], ["prep"], ["prep", "make-tag-index"], ["prep", "make-sha
 MODULES = {"scrape": "scrape", "prep": "prep", "train": "train", "tag": "train.tag"}
 
 
-@pytest.mark.slow                               # ten interpreters, six of them import torch
 def test_every_help_runs_and_shows_defaults_and_subcommands():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     runs = {tuple(c): subprocess.Popen([sys.executable, "-m", MODULES[c[0]], *c[1:], "--help"],

@@ -15,6 +15,7 @@ import pytest
 from conftest import AGENT, http_get
 
 from scrape.emulator import EmulatorThread, FaultConfig
+from scrape.emulator.faults import TokenBucket
 
 
 def _file_post(emulator):
@@ -120,15 +121,33 @@ def test_range_requests_etags_and_416(emulator):
     assert http_get(url, {"If-None-Match": whole.headers["ETag"]}).status == 304
 
 
+class StoppedClock:
+    """The emulator's rate-limit clock, moved only by the test."""
+
+    def __init__(self):
+        self.now = 1024.0  # and steps of 1/8 s: exact in binary
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_per_client_rate_limit_answers_429_without_retry_after(emulator):
-    emulator.faults.update({"rate_limit": 5.0, "burst": 5})
-    url = f"{emulator.site('danbooru')}/posts.json?limit=1"
-    statuses = [http_get(url) for _ in range(15)]
-    limited = [r for r in statuses if r.status == 429]
-    assert 8 <= len(limited) <= 10
-    assert all("Retry-After" not in r.headers and b"nginx" in r.body for r in limited)
-    time.sleep(0.5)
-    assert http_get(url).status == 200
+    clock = StoppedClock()
+    saved, emulator.emulator.bucket = emulator.emulator.bucket, TokenBucket(clock)
+    try:
+        emulator.faults.update({"rate_limit": 5.0, "burst": 5})
+        url = f"{emulator.site('danbooru')}/posts.json?limit=1"
+        replies = [http_get(url) for _ in range(15)]
+        assert [r.status for r in replies] == [200] * 5 + [429] * 10     # the burst, then none
+        assert all("Retry-After" not in r.headers and b"nginx" in r.body for r in replies[5:])
+        clock.now += 0.125                               # 0.625 of a token at 5/s
+        assert http_get(url).status == 429
+        clock.now += 0.5                                 # 3.125 tokens: three answers
+        assert [http_get(url).status for _ in range(4)] == [200, 200, 200, 429]
+        clock.now += 60                                  # refilled, to the burst only
+        assert [http_get(url).status for _ in range(6)] == [200] * 5 + [429]
+    finally:
+        emulator.emulator.bucket = saved
 
 
 def test_request_log_records_every_request(emulator):

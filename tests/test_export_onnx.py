@@ -7,12 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from train_fixtures import emulator_shards
+from train_fixtures import tiny_run
 
 from train.cli import main
 from train.export import Exported
-from train.run import Run
-from train.settings import TrainSettings
 from train.tag.inference import load_run
 
 onnx = pytest.importorskip("onnx")
@@ -22,12 +20,7 @@ pytest.importorskip("onnxscript")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    shards = emulator_shards(root / "shards", posts=120, size=32)
-    Run(TrainSettings(shards=str(shards), out=str(root / "run"), model="resnet18",
-                      weights="none", image_size=32, epochs=1, batch_size=16, workers=0,
-                      log_every=0, checkpoint_every=0, max_steps=2)).fit()
-    return root / "run"
+    return tiny_run(tmp_path_factory, tmp_path_factory.mktemp("export") / "copy")
 
 
 def test_onnx_matches_torch_on_another_batch_size(run_dir, capsys):

@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from train_fixtures import emulator_shards
+from train_fixtures import tiny_run
 
 from train.cli import main
-from train.run import Run
-from train.settings import TrainSettings
 from train.tag.inference import find_images, load_run, predict
 from train.tag.selection import mcut_threshold
 from train.wd_export import wd_order
@@ -32,7 +30,6 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-pytestmark = pytest.mark.slow          # one training run and one ONNX export for the module
 SIDE = 32
 # rows of the run's tags.csv given other categories after training (they do not change the
 # model): four ratings out of order and two characters
@@ -41,18 +38,14 @@ CATEGORIES = {1: 9, 2: 9, 4: 9, 5: 9, 3: 4, 7: 4}
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wd")
-    shards = emulator_shards(root / "shards", posts=120, size=SIDE)
-    Run(TrainSettings(shards=str(shards), out=str(root / "run"), model="resnet18",
-                      weights="none", image_size=SIDE, epochs=1, batch_size=16, workers=0,
-                      log_every=0, checkpoint_every=0, max_steps=2)).fit()
-    tags = root / "run" / "tags.csv"
+    run = tiny_run(tmp_path_factory, tmp_path_factory.mktemp("wd") / "copy", side=SIDE)
+    tags = run / "tags.csv"
     rows = list(csv.reader(tags.open()))
     for i, cat in CATEGORIES.items():
         rows[i + 1][2] = str(cat)
     with tags.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
-    return root / "run"
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ TORCH_ONLY = re.compile(r"^(torch|torchvision|functorch|torchgen|triton|nvidia|c
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "demo-out",
                                      "bench-out", "__pycache__", ".pytest_cache", ".ruff_cache")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.heavy
 
 
 def _run(args, cwd) -> subprocess.CompletedProcess:

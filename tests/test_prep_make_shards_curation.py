@@ -83,7 +83,6 @@ def _groups(rows: list[dict], posts: dict[int, dict], distance: int) -> list[set
     return [g for g in groups.values() if len(g) > 1]
 
 
-@pytest.mark.slow  # ~20 s: scrapes 300 posts with images, builds twice
 def test_families_and_near_duplicates_never_straddle_the_split(scraped, tmp_path, capsys):
     raw, tags = scraped
     posts = {p["id"]: p for p in pq.read_table(raw / "posts").to_pylist()}

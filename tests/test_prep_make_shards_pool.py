@@ -5,26 +5,36 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from prep.image_pool import ImagePool
 from prep.imaging import ImageSettings
 
 
 def echo_or_die(item, settings):
-    """Stand-in for process_item: dies on 'die', otherwise reports the pid and the item."""
+    """Stand-in for process_item: dies on 'die', otherwise reports the pid and the item.
+
+    An item with a path is a meeting point: its worker leaves its pid in that folder and
+    waits until two workers have (so both must be working at once, whatever the timing)."""
     path, shown = item
     if shown == "die":
         os._exit(3)
-    time.sleep(0.01)
+    if path is not None:
+        folder = Path(path)
+        (folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60  # a guard for a broken pool, not a race
+        while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
     return ("success", f"{shown}:{os.getpid()}", None)
 
 
-def test_results_keep_the_input_order():
-    items = [(None, f"item{i}") for i in range(50)]
+def test_results_keep_the_input_order(tmp_path):
+    items = [(str(tmp_path) if i % 3 == 0 else None, f"item{i}") for i in range(50)]
     with ImagePool(ImageSettings(), workers=2, batch=3, process=echo_or_die) as pool:
         results = list(pool.map(items))
     assert [r[1].split(":")[0] for r in results] == [f"item{i}" for i in range(50)]
     assert len({r[1].split(":")[1] for r in results}) == 2  # both workers did some
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 def test_a_worker_that_dies_costs_only_its_image():

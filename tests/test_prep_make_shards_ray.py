@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from test_prep_make_shards_support import make_shards, snapshot, write_images
+from test_prep_make_shards_support import make_shards, snapshot, wait_paused, write_images
+
+from prep.pause import ENV
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.heavy
 ARGS = ["--samples-per-shard", "4", "--val-fraction", "0.1"]
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """A small local Ray instance for the module: 2 CPUs, 100 MB object store."""
+def pauses(tmp_path_factory) -> Path:
+    """The pause folder (prep.pause) the Ray workers see: the kill test arms a point there."""
+    return tmp_path_factory.mktemp("pauses")
+
+
+@pytest.fixture(scope="module")
+def local_ray(pauses):
+    """A small local Ray instance for the module: 2 CPUs, 100 MB object store; its workers
+    see the pause folder (nothing is armed there but by the kill test)."""
     ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
-             log_to_driver=False)
+             log_to_driver=False, runtime_env={"env_vars": {ENV: str(pauses)}})
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """32 noisy 600x450 PNGs in two classes: ~30 ms each, so a task lives long enough to kill."""
+    """32 noisy PNGs in two classes (the kill test pauses a task at an exact sample)."""
     root = tmp_path_factory.mktemp("ray") / "in"
-    write_images(root / "cats", 16, size=(600, 450))
-    write_images(root / "dogs", 16, size=(600, 450), seed=1)
+    write_images(root / "cats", 16, size=(160, 120))
+    write_images(root / "dogs", 16, size=(160, 120), seed=1)
     return root
 
 
@@ -65,42 +72,28 @@ def test_ray_build_writes_the_bytes_of_a_local_build(local_ray, folder, referenc
     assert_same_build(tmp_path / "out", reference)
 
 
-def _task_workers() -> list[int]:
-    """Pids of Ray worker processes running build_shard (Ray sets the process title)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if cmdline.read_bytes().startswith(b"ray::build_shard"):
-                found.append(int(cmdline.parent.name))
-    return found
-
-
-def test_a_worker_killed_during_the_build_is_retried(local_ray, folder, reference, tmp_path,
-                                                     capsys):
+def test_a_worker_killed_during_the_build_is_retried(local_ray, pauses, folder, reference,
+                                                     tmp_path, capsys, caplog):
+    """A task pauses after the second sample it writes (its shard half written), is killed
+    there, and Ray reruns it: the build is still the local one."""
+    (pauses / "task-sample.arm").write_text("2")
     killed: list[int] = []
-    stop = threading.Event()
 
-    def kill_one() -> None:
-        while not stop.is_set() and not killed:
-            for pid in _task_workers():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.005)
+    def kill_the_paused_task() -> None:
+        pid = wait_paused(pauses, "task-sample")
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::build_shard")
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
 
-    killer = threading.Thread(target=kill_one, daemon=True)
+    killer = threading.Thread(target=kill_the_paused_task, daemon=True)
     killer.start()
-    try:
-        code, err = make_shards(capsys, "--folder", str(folder), "--out",
-                                str(tmp_path / "out"), "--engine", "ray", *ARGS)
-    finally:
-        stop.set()
-        killer.join(timeout=5)
-    assert killed, "no Ray worker was caught running a shard"
+    code, err = make_shards(capsys, "--folder", str(folder), "--out", str(tmp_path / "out"),
+                            "--engine", "ray", *ARGS)
+    killer.join(timeout=60)
+    assert killed, "no Ray task paused to be killed"
     assert code == 0, err
+    assert "failed on the cluster" not in caplog.text  # Ray reran it, not the local fallback
     assert_same_build(tmp_path / "out", reference)
-
 
 
 def test_ray_tasks_upload_their_shards_to_a_url(local_ray, folder, reference, tmp_path,

@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_prep_make_shards_support import make_shards, snapshot, write_images
+from test_prep_make_shards_support import (
+    arm_pause,
+    make_shards,
+    snapshot,
+    wait_paused,
+    write_images,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--samples-per-shard", "4", "--val-fraction", "0.1"]
@@ -42,9 +48,9 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """40 noisy 900x700 PNGs: slow enough (~50 ms each) to kill a run half way."""
+    """40 noisy PNGs (the builds pause at an exact item to be killed: any speed will do)."""
     root = tmp_path_factory.mktemp("resume") / "in"
-    write_images(root / "noise", 40, size=(900, 700))
+    write_images(root / "noise", 40, size=(160, 120))
     return root
 
 
@@ -70,20 +76,20 @@ def test_same_input_same_bytes_whatever_the_workers(folder, reference, tmp_path,
         assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes()
 
 
-def _kill_when(command: list[str], ready) -> list[int]:
-    """Start ``command``, SIGKILL it (not its workers) once ``ready()``; its worker pids."""
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+def _kill_when(command: list[str], pauses: Path, point: str, call: int) -> list[int]:
+    """Start ``command`` armed to pause at the ``call``-th ``point`` (prep.pause), SIGKILL it
+    (not its workers) there; its worker pids."""
+    env = arm_pause(pauses, point, call)
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not ready() and process.poll() is None:
-        assert time.monotonic() < deadline, "not ready within 60 s"
-        time.sleep(0.002)
-    workers = children(process.pid)
-    process.kill()  # SIGKILL to the main process only
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    try:  # the orphaned workers notice and exit by themselves
-        deadline = time.monotonic() + 10
+    try:
+        assert wait_paused(pauses, point, process) == process.pid
+        workers = children(process.pid)
+        process.kill()  # SIGKILL to the main process only
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        # the orphaned workers notice (they poll their parent every 0.5 s) and exit by themselves
+        deadline = time.monotonic() + 60
         while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(workers) >= 2 and not any(alive(pid) for pid in workers)  # + resource tracker
@@ -101,13 +107,13 @@ def _command(out: Path, folder: Path) -> list[str]:
 def test_kill_9_in_the_first_pass_then_resume(folder, reference, tmp_path):
     out = tmp_path / "out"
     command = _command(out, folder)
-    _kill_when(command, lambda: list(out.glob(".stage/*/part-*[0-9a-f].feather")))
-    staged = len(list(out.glob(".stage/*/part-*[0-9a-f].feather")))
+    _kill_when(command, tmp_path / "pauses", "stage-part", 2)  # two parts of 4 pictures
+    assert len(list(out.glob(".stage/*/part-*[0-9a-f].feather"))) == 2
     assert not list(out.glob("*/*_stats.json"))  # no shard before the split is known
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"first pass: {4 * staged} of 40 pictures staged before" in rerun.stderr
+    assert "first pass: 8 of 40 pictures staged before, 32 to prepare" in rerun.stderr
     assert snapshot(out) == snapshot(reference)
     assert json.loads((out / "manifest.json").read_text()) == json.loads(
         (reference / "manifest.json").read_text())
@@ -121,12 +127,12 @@ def test_kill_9_in_the_shards_then_resume(folder, reference, tmp_path):
     out.mkdir()
     shutil.copytree(reference / ".stage", out / ".stage")
     command = _command(out, folder)
-    _kill_when(command, lambda: list(out.glob("*/*_stats.json")))
+    _kill_when(command, tmp_path / "pauses", "shard-done", 3)  # after the third shard
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False
     done = sorted(p.name.removesuffix("_stats.json") for p in out.glob("train/*_stats.json"))
-    assert 1 <= len(done) < 9  # of 9 train shards
+    assert done == ["00000", "00001", "00002"]  # of 9 train shards (then 2 val)
     expected = snapshot(reference)
     for name, data in snapshot(out).items():  # whatever has a final name is complete
         assert data == expected[name], name

@@ -132,3 +132,31 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 72),
         path.write_bytes(encode(Image.fromarray(pixels), fmt, **params))
         paths.append(path)
     return paths
+
+
+# -- pause points (prep.pause): stop a build at an exact item, then kill it there ------------
+def arm_pause(folder: Path, point: str, call: int) -> dict[str, str]:
+    """Arm ``point`` to pause at its ``call``-th call in a process; the environment a build
+    needs to see the arm (merged into ``os.environ``)."""
+    import os
+
+    from prep.pause import ENV
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{point}.arm").write_text(str(call))
+    return {**os.environ, ENV: str(folder)}
+
+
+def wait_paused(folder: Path, point: str, process=None, limit: float = 120.0) -> int:
+    """The pid of the process paused at ``point``, once it is there. Polls a file the build
+    writes when it pauses (which it then cannot pass): no race with the build's speed. Fails
+    when ``process`` (a Popen) ends first, or after ``limit`` seconds (a broken pause)."""
+    import time
+
+    paused = folder / f"{point}.paused"
+    deadline = time.monotonic() + limit
+    while not paused.is_file():
+        assert process is None or process.poll() is None, f"the build ended before {point}"
+        assert time.monotonic() < deadline, f"nothing paused at {point} in {limit:.0f} s"
+        time.sleep(0.01)
+    return int(paused.read_text())

@@ -36,9 +36,9 @@ def expected_downloads(emulator) -> set[int]:
             if not (p.is_deleted or p.is_banned or p.restricted) and p.file_ext in IMAGE_EXTS}
 
 
-def settle(emulator, seconds: float) -> None:
+def settle(emulator) -> None:
     """Let the emulator finish handlers still sleeping on a `slow` fault (the log stays clean)."""
-    time.sleep(seconds)
+    emulator.wait_idle()
     emulator.emulator.log.attempts.clear()
 
 
@@ -46,7 +46,9 @@ TRANSIENT = {       # fault settings, extra flags
     "server_error": ({"server_error": 1.0}, []),
     "reset": ({"reset": 1.0}, []),
     "slow_within_timeout": ({"slow": 0.5, "slow_seconds": 0.2}, ["--timeout", "5"]),
-    "slow_past_timeout": ({"slow": 0.5, "slow_seconds": 1.0}, ["--timeout", "0.5"]),
+    # the emulator holds these answers until the client hangs up: they always time out, and
+    # the others have 1.5 s to answer
+    "slow_past_timeout": ({"slow": 0.5, "slow_seconds": 600}, ["--timeout", "1.5"]),
     "truncate": ({"truncate": 1.0}, []),
     "md5_mismatch": ({"md5_mismatch": 1.0}, []),
     "html_200": ({"html_200": 1.0}, []),
@@ -62,7 +64,7 @@ def test_transient_faults_cost_nothing(emulator, tmp_path, case):
     n0 = emulator.emulator.log.total
     assert scrape(emulator, "danbooru", QUERY, tmp_path, *flags) == 0
     if kind == "slow":
-        settle(emulator, settings["slow_seconds"])
+        settle(emulator)
     rows = read_rows(tmp_path)
     downloaded = {r["id"] for r in rows if r["status"] == "downloaded"}
     assert downloaded == expected_downloads(emulator)
@@ -149,7 +151,7 @@ def listing_and_file_paths(emulator, raw) -> tuple[list[str], dict[int, str]]:
 API_PERMANENT = {   # kind: (settings, flags, the status a faulty file gets)
     "server_error": ({}, [], "failed_http_5"),
     "rate_429": ({}, [], "failed_http_429"),
-    "slow": ({"slow_seconds": 1.0}, ["--timeout", "0.5"], "failed_timeout"),
+    "slow": ({"slow_seconds": 600}, ["--timeout", "1.5"], "failed_timeout"),  # until hung up
     "reset": ({}, [], "failed_connection"),
 }
 
@@ -169,7 +171,7 @@ def test_permanent_request_faults_fail_those_posts_only(emulator, tmp_path, kind
     raw = tmp_path / "raw"
     assert scrape(emulator, "danbooru", QUERY, raw, "--retries", "1", *flags) == 0
     if kind == "slow":
-        settle(emulator, settings["slow_seconds"])
+        settle(emulator)
     rows = by_id(read_rows(raw))
     failed = {pid for pid, r in rows.items() if r["status"].startswith("failed")}
     assert failed == hit
@@ -187,9 +189,12 @@ def test_a_listing_that_keeps_failing_is_a_one_line_error(emulator, tmp_path, ca
 
 
 # -- rate limit ----------------------------------------------------------------------------
-def assert_within_bucket(times: list[float], rate: float, burst: int, jitter: float = 0.05):
+def assert_within_bucket(times: list[float], rate: float, burst: int, jitter: float = 0.25):
     """No window [t_i, t_j] holds more than burst + rate * (t_j - t_i) requests, give or take
-    one request and `jitter` seconds of delay between the client and the server's clock."""
+    one request and `jitter` seconds of delay between the client's send and the server's log
+    (a loaded machine stalls the emulator's loop and delivers requests bunched: 0.05 s was
+    not enough). Without a limiter 17 requests arrived within 0.28 s, over this bound; the
+    test's elapsed-time floor fails too."""
     slack = 1 + rate * jitter
     times = sorted(times)
     for i in range(len(times)):

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_tiny_demo_runs_every_step_and_tags_images(tmp_path):
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--posts", "300",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from html import unescape
 
 import numpy as np
@@ -22,7 +23,8 @@ from train.report.scores import ValScores
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    run = cached_run(tmp_path_factory)
+    run = tmp_path_factory.mktemp("report") / "run"   # a copy: the report is written into it
+    shutil.copytree(cached_run(tmp_path_factory), run)
     assert report_main(["--model", str(run), "--examples", "4", "-q"]) == 0
     return run / "report"
 
@@ -63,7 +65,6 @@ def test_tag_rows_and_worst_pictures():
     assert not targets[fp, 1].any() and targets[fn, 1].all()
 
 
-@pytest.mark.slow
 def test_report_recomputes_the_runs_validation_numbers(report):
     summary = json.loads((report / "report.json").read_text())
     final = json.loads((report.parent / "eval.json").read_text())
@@ -84,7 +85,6 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert train_main(["report", "--model", str(tmp_path / "missing")]) == 2
 
 
-@pytest.mark.slow
 def test_report_in_the_browser(report, tmp_path):
     from selenium.webdriver.common.by import By
     with chromium() as driver:
@@ -125,7 +125,6 @@ def test_report_in_the_browser(report, tmp_path):
         screenshot(driver, tmp_path, "report-tag.png")
 
 
-@pytest.mark.slow
 def test_train_writes_the_report_unless_told_not_to(tmp_path_factory, tmp_path):
     shards = cached_run(tmp_path_factory).parent / "shards"
     argv = ["--stream", "--shards", str(shards), "--arch", "resnet18", "--weights", "none",

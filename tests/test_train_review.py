@@ -20,8 +20,6 @@ from train.review.cli import build_parser, prepare, serve
 from train.review.server import make_app
 from train.tag.cli import main as tag_main
 
-pytestmark = pytest.mark.slow        # one small training run for the module
-
 
 @pytest.fixture
 def folder(tmp_path_factory, tmp_path):

@@ -75,7 +75,7 @@ def _val_loss_in_one_process(shards: Path, run: Path) -> float:
     return loss_sum / n
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shards, tmp_path):
     shards, bad = _one_val_shard_and_a_corrupt_sample(shards, tmp_path / "shards")
     run = tmp_path / "run"

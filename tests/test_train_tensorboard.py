@@ -23,7 +23,6 @@ def read_events(folder) -> dict[str, list]:
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
-@pytest.mark.slow
 def test_a_run_writes_curves_and_metrics(tmp_path, caplog):
     shards = emulator_shards(tmp_path / "shards", posts=60, size=32)
     out = tmp_path / "run"

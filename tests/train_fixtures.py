@@ -8,7 +8,11 @@ covers the two together.
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,41 @@ from shards.tags import write_tags
 VISUAL = ["red_background", "blue_background", "green_background", "white_background",
           "black_background", "circle", "square", "star_(symbol)", "border", "monochrome",
           "single_object", "many_objects"]
+
+
+def shared_folder(tmp_path_factory, key: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build(folder)`` fills once per test session, for every xdist worker of
+    it (a lock beside it in the session's shared temporary root): for expensive read-only
+    inputs (a trained run, shards) that several modules use. Copy it before changing it."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    root.mkdir(exist_ok=True)
+    folder = root / key
+    with (root / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{key}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (root / f"{key}.done").touch()
+    return folder
+
+
+def tiny_run(tmp_path_factory, into: Path, side: int = 32) -> Path:
+    """A copy in ``into`` of a barely trained run (resnet18, 120 emulator posts at ``side``
+    px, two steps), trained once per session: the export tests need a model, not a good one."""
+    def build(root: Path) -> None:
+        from train.run import Run
+        from train.settings import TrainSettings
+
+        shards = emulator_shards(root / "shards", posts=120, size=side)
+        Run(TrainSettings(shards=str(shards), out=str(root / "run"), model="resnet18",
+                          weights="none", image_size=side, epochs=1, batch_size=16, workers=0,
+                          log_every=0, checkpoint_every=0, max_steps=2)).fit()
+
+    shared = shared_folder(tmp_path_factory, f"tiny-run-{side}", build)
+    shutil.copytree(shared, into)
+    return into / "run"
 
 
 def emulator_shards(root: Path, posts: int = 480, size: int = 64, per_shard: int = 100,

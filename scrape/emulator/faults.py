@@ -8,7 +8,7 @@ Kinds (each a fraction of URLs, switchable per run with `--faults kind=rate,...`
 with `POST /_emulator/faults`):
   server_error  500/502/503/504 answers (503 with Retry-After)
   rate_429      429, half of them with Retry-After
-  slow          answers delayed by `slow_seconds`
+  slow          answers delayed by `slow_seconds` (or until the client hangs up)
   reset         the connection closed before answering
   truncate      a file body cut short of its Content-Length
   md5_mismatch  one byte of the file changed
@@ -21,10 +21,12 @@ Plus `rate_limit` (requests/s per client, with `burst`), answered 429 like Danbo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from aiohttp import web
@@ -101,16 +103,45 @@ class QuietResets(logging.Filter):
 
 
 class TokenBucket:
-    def __init__(self):
+    """The per-client rate limit; ``clock`` (seconds) is injectable, so tests need no sleep."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.state: dict[str, tuple[float, float]] = {}
+        self.clock = clock
 
     def take(self, client: str, rate: float, burst: int) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         tokens, last = self.state.get(client, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
         ok = tokens >= 1.0
         self.state[client] = (tokens - 1.0 if ok else tokens, now)
         return ok
+
+
+class FileGate:
+    """Holds file requests past the first ``allow`` until :meth:`open` (tests: interrupt a
+    scrape with an exact number of files served). Used on the emulator's event loop only."""
+
+    def __init__(self):
+        self.allow: int | None = None
+        self.passed = 0
+        self._opened: asyncio.Event | None = None
+
+    def close_after(self, allow: int) -> None:
+        self.allow, self.passed, self._opened = allow, 0, asyncio.Event()
+
+    def open(self) -> None:
+        if self._opened is not None:
+            self._opened.set()
+        self.allow, self._opened = None, None
+
+    async def through(self) -> None:
+        if self.allow is None or self._opened is None:
+            return
+        if self.passed < self.allow:
+            self.passed += 1
+            return
+        await self._opened.wait()
 
 
 class RequestLog:
@@ -120,6 +151,7 @@ class RequestLog:
         self.entries: deque[dict] = deque(maxlen=maxlen)
         self.attempts: Counter[str] = Counter()
         self.total = 0
+        self.in_flight = 0  # requests received and not yet answered (slow, held, rendering)
 
     def add(self, **entry) -> None:
         self.total += 1

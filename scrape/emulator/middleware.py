@@ -23,9 +23,31 @@ from .faults import (
 from .state import EMULATOR
 
 
+async def _delay(request: web.Request, seconds: float) -> None:
+    """Sleep ``seconds``, or less when the client hangs up first (a client that timed out):
+    a test can ask for a delay far past its client's timeout and not wait for it."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(left, 0.02))
+
+
 @web.middleware
 async def fault_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Log the request, then answer it with a fault when one applies, else with ``handler``."""
+    """Log the request, then answer it with a fault when one applies, else with ``handler``
+    (requests not yet answered are counted in ``log.in_flight``)."""
+    log: RequestLog = request.config_dict[EMULATOR].log
+    log.in_flight += 1
+    try:
+        return await _faulty(request, handler)
+    finally:
+        log.in_flight -= 1
+
+
+async def _faulty(request: web.Request, handler) -> web.StreamResponse:
     emu = request.config_dict[EMULATOR]
     config: FaultConfig = emu.faults
     log: RequestLog = emu.log
@@ -53,8 +75,10 @@ async def fault_middleware(request: web.Request, handler) -> web.StreamResponse:
         else:
             fault = next((k for k in KINDS if (is_file or k not in FILE_ONLY)
                           and config.hits(k, url, attempt)), None)
+    if is_file and not control and response is None:
+        await emu.gate.through()
     if fault == "slow":
-        await asyncio.sleep(config.slow_seconds)
+        await _delay(request, config.slow_seconds)
     elif fault == "reset":
         log.add(**entry, status=0, fault=fault)
         request.transport.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -76,6 +77,29 @@ class EmulatorThread:
     def __exit__(self, *exc) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def hold_files_after(self, allow: int) -> None:
+        """Serve ``allow`` more file requests, then hold the rest until :meth:`release_files`."""
+        self._on_loop(self.emulator.gate.close_after, allow)
+
+    def release_files(self) -> None:
+        """Answer the held file requests and stop holding."""
+        self._on_loop(self.emulator.gate.open)
+
+    def wait_idle(self, limit: float = 120.0) -> None:
+        """Until no request is being answered (a `slow` fault's handlers still sleeping after
+        their client gave up, say); a RuntimeError after ``limit`` seconds."""
+        deadline = time.monotonic() + limit
+        while self.emulator.log.in_flight:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator is still answering after {limit:.0f} s")
+            time.sleep(0.01)
+
+    def _on_loop(self, function, *args) -> None:
+        async def call() -> None:
+            function(*args)
+
+        asyncio.run_coroutine_threadsafe(call(), self._loop).result(30)
 
     @property
     def app(self) -> web.Application:

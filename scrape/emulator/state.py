@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .faults import FaultConfig, RequestLog, TokenBucket
+from .faults import FaultConfig, FileGate, RequestLog, TokenBucket
 from .files import FileStore
 from .world import Post, World
 
@@ -37,6 +37,7 @@ class Emulator:
     gelbooru_auth: str = "off"          # off | 401 (gelbooru.com since 2025) | xml (2022 form)
     log: RequestLog = field(default_factory=RequestLog)
     bucket: TokenBucket = field(default_factory=TokenBucket)
+    gate: FileGate = field(default_factory=FileGate)
     md5_index: dict[str, int] = field(default_factory=dict)
     files_url: str = ""                 # "http://127.0.0.1:PORT": files listed on a second
                                         # address, as the real sites list a CDN host; "": the
