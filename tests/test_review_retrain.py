@@ -26,7 +26,7 @@ from train.review.cli import build_parser, prepare
 from train.review.server import make_app
 from train.tag.cli import main as tag_main
 
-pytestmark = pytest.mark.slow        # the small training run, then a one-epoch retrain
+pytestmark = pytest.mark.heavy        # the small training run, then a one-epoch retrain
 
 
 def _caption_tags(text: str) -> list[str]:

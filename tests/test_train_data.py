@@ -161,7 +161,7 @@ def _rank_reads(rank: int, init: str, split: Split, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_ranks_reach_forkserver_workers(tmp_path):
     """Workers started by forkserver (Python 3.14's default) have no process group: each
     rank must still read only its share, not the whole epoch."""

@@ -79,7 +79,7 @@ def _one_process() -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_accumulated_steps_all_reduce_once_and_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
     mp.start_processes(_rank_trains, args=(str(tmp_path / "init"), str(tmp_path)),

@@ -192,7 +192,6 @@ def test_the_slice_table_counts_tags_one_way():
     assert cells["category general"] == ["2", "1"] and cells["category character"] == ["1", "1"]
 
 
-@pytest.mark.slow
 def test_sorting_by_ap_puts_tags_without_one_last(tmp_path):
     from selenium.webdriver.common.by import By
     page = tmp_path / "index.html"
