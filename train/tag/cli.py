@@ -46,7 +46,7 @@ from .inference import (
 )
 from .output import EmbeddingTable, TagTable, check_table_path
 from .selection import add_selection_flags, picker_from
-from .sorting import Sorter
+from .sorting import Sorter, relative_path
 from .wd_model import load_model, predict_any
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,7 @@ def tag_images(args: argparse.Namespace) -> Tally:
     limits = thresholds(run, args.threshold, args.per_tag_thresholds, args.general_threshold,
                         args.character_threshold)
     paths = find_images(args.inputs, [args.sort_into] if args.sort_into else [])
+    roots = [Path(item) for item in args.inputs]
     if not paths:
         raise TrainError(f"no images found in {', '.join(map(str, args.inputs))} "
                          f"({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -219,7 +220,7 @@ def tag_images(args: argparse.Namespace) -> Tally:
                     if args.captions:
                         _caption(paths[i], chosen, style, args.overwrite, captioned, tally)
                     if sorter is not None:
-                        sorter.add(paths[i], chosen[0].name)
+                        sorter.add(paths[i], chosen[0].name, relative_path(paths[i], roots))
                 for i, error in batch.failed:
                     tally.line("unreadable")
                     print(f"tag: skipped {paths[i]}: {error}", file=sys.stderr)
@@ -298,10 +299,14 @@ def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
     if args.apply:
         done = "moved" if args.move else "copied"
         failed = f"; {len(sorter.failed)} failed" if sorter.failed else ""
-        print(f"tag: sort-into {args.sort_into}: {done} {folders}{failed}")
+        present = (f"; {sorter.present} already there (identical), not copied again"
+                   if sorter.present else "")
+        print(f"tag: sort-into {args.sort_into}: {done} {folders or 'nothing'}{present}"
+              f"{failed}")
     else:
-        print(f"tag: sort-into {args.sort_into} (dry run, nothing changed): {folders}; "
-              f"--apply to {sorter.verb} them")
+        present = f"; {sorter.present} already there (identical)" if sorter.present else ""
+        print(f"tag: sort-into {args.sort_into} (dry run, nothing changed): "
+              f"{folders or 'nothing'}{present}; --apply to {sorter.verb} them")
 
 
 def run_tag(args: argparse.Namespace) -> int:
