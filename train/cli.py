@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from scrape.command_line import (
     HelpFormatter,
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue from run/checkpoints/last.pt; every node must see the same "
                    "--out (a shared filesystem)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out and start again (default: a folder "
+                   "with files is refused unless --resume or --overwrite)")
     g.add_argument("--keep", choices=["best", "last"],
                    help="which model becomes model.safetensors: the best evaluated or the "
                    "last; eval.json says which")
@@ -156,6 +160,9 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
 def run_training(args: argparse.Namespace) -> int:
     """Train as the flags say, then write the report; the exit code."""
     settings = settings_from(args)
+    if int(os.environ.get("RANK", "0")) == 0:         # rank 0 alone checks and clears --out
+        from .run_folder import claim_run_folder
+        claim_run_folder(Path(settings.out), settings.resume, args.overwrite)
     from .run import Run
     report = Run(settings).fit()
     if not args.no_report and report.get("mAP") is not None:
