@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .archive import Archive
+from .disk_full import writing
 from .post import CATEGORIES, Post
 
 if TYPE_CHECKING:
@@ -120,7 +121,8 @@ class PartWriter:
         import pyarrow.parquet as pq
         tmp = self.dir / f".{name}.tmp"
         try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=schema()), tmp)
+            with writing(self.dir / name):
+                pq.write_table(pa.Table.from_pylist(rows, schema=schema()), tmp)
             os.replace(tmp, self.dir / name)
         finally:
             tmp.unlink(missing_ok=True)

@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
         return export_main(argv[1:])
     return run_main("train", build_parser(), argv, run_training, (TrainError, ShardsError),
-                    interrupted="interrupted; `--resume` continues from the last checkpoint")
+                    interrupted="interrupted; `--resume` continues from the last checkpoint",
+                    disk_full="free some space and add --resume to continue from the last "
+                    "checkpoint")
 
 
 def _write_report(settings: TrainSettings, quiet: bool) -> None:

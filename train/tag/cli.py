@@ -15,6 +15,7 @@ The rating (when tags.csv has rating rows) is the best of the four rating tags.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -33,6 +34,7 @@ from scrape.command_line import (
     add_deprecated_alias,
     run_main,
 )
+from scrape.disk_full import no_space
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
@@ -235,11 +237,19 @@ def tag_images(args: argparse.Namespace) -> Tally:
     except BaseException:
         for writer in (table, vectors):
             if writer is not None:
-                writer.abort()
+                with contextlib.suppress(OSError):       # the first error is the one to say
+                    writer.abort()
         raise
-    for writer in (table, vectors):
-        if writer is not None:
-            writer.close()
+    try:
+        for writer in (table, vectors):
+            if writer is not None:
+                writer.close()
+    except BaseException:                # a full disk at the last write: no temporary stays
+        for writer in (table, vectors):
+            if writer is not None:
+                with contextlib.suppress(OSError):
+                    writer.abort()
+        raise
     tally.seconds = time.perf_counter() - start
     return tally
 
@@ -256,6 +266,8 @@ def _caption(image: Path, chosen: list, style: CaptionStyle, overwrite: bool,
     try:
         tally.line("captions_" + write_caption(image, caption(chosen, style), style, overwrite))
     except OSError as exc:
+        if no_space(exc) is not None:    # every caption after it would fail too: stop (exit 1)
+            raise
         tally.line("captions_failed")
         print(f"tag: cannot write the caption of {image}: {exc}", file=sys.stderr)
 
@@ -311,12 +323,15 @@ def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
 
 def run_tag(args: argparse.Namespace) -> int:
     """Tag the images the flags name and print the summary; the exit code."""
-    report(tag_images(args))
-    return 0
+    tally = tag_images(args)
+    report(tally)
+    failed = tally.count["captions_failed"] + (len(tally.sorter.failed) if tally.sorter else 0)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `tag` (or `tag review`); the exit code (0 ok, 2 usage or input error)."""
+    """Run `tag` (or `tag review`); the exit code (0 ok, 1 a caption or sorted file could not
+    be written or the disk is full, 2 usage or input error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["review"]:
         from ..review.cli import main as review_main

@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scrape.disk_full import no_space, writing
+
 log = logging.getLogger(__name__)
 
 
@@ -75,11 +77,14 @@ class Sorter:
             if not self.apply:
                 break
             try:
-                self._transfer(image, target)
+                with writing(target):
+                    self._transfer(image, target)
                 break
             except FileExistsError:      # appeared since we looked: take the next name
                 continue
             except OSError as exc:
+                if no_space(exc) is not None:     # every file after it would fail too: stop
+                    raise
                 self.failed.append((image, f"{type(exc).__name__}: {exc}"))
                 log.warning("cannot %s %s to %s: %s", self.verb, image, target, exc)
                 return None
