@@ -44,7 +44,7 @@ from .metrics import evaluate as score
 from .models import build_model, prior_bias, transfer
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
-from .shard_fit import binary_positive, note_image_size
+from .shard_fit import binary_positive, check_classes, note_image_size
 from .tensorboard_log import Board, settings_block
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ class Run:
         names = [t["name"] for t in self.tags]
         if self.task == "binary":
             s.positive = binary_positive(self.tags, s.positive)   # recorded in config.json
+        check_classes(self.tags, self.task)
         if distributed.is_main():
             note_image_size(manifest, s.image_size)
         targets = Targets(names, self.task, s.positive)

@@ -1,6 +1,7 @@
 """Whether the shards fit what the run was asked to do, said before any step is trained.
 
     positive = binary_positive(tags, settings.positive)    # the class a binary run learns
+    check_classes(tags, task)                              # multiclass: two classes at least
     note_image_size(manifest, settings.image_size)         # one warning when sizes differ
 """
 
@@ -34,6 +35,16 @@ def binary_positive(tags: list[dict], positive: str | None) -> str:
     log.warning("--task binary without --positive: the positive class is %r, the first row "
                 "of tags.csv (--positive CLASS to choose another)", first["name"])
     return first["name"]
+
+
+def check_classes(tags: list[dict], task: str) -> None:
+    """Raise TrainError when a multiclass run has fewer than two classes to tell apart (a
+    folder of images in one subfolder: every prediction would be right, and nothing learnt)."""
+    if task == "multiclass" and len(tags) < 2:
+        names = ", ".join(t["name"] for t in tags) or "none"
+        raise TrainError(f"--task multiclass: the shards have {len(tags)} class ({names}); a "
+                         "classifier needs two at least (make-shards --folder: one subfolder "
+                         "per class, or caption files for a multilabel run)")
 
 
 def note_image_size(manifest: dict, image_size: int) -> None:
