@@ -49,7 +49,7 @@ from .inference import (
 from .output import EmbeddingTable, TagTable, check_table_path
 from .selection import add_selection_flags, picker_from
 from .sorting import Sorter, relative_path
-from .wd_model import load_model, predict_any
+from .wd_model import WdModel, load_model, predict_any
 
 log = logging.getLogger(__name__)
 COMMANDS = """commands:
@@ -185,6 +185,8 @@ def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
     run = load_model(run_folder(args.model), args.device, args.precision,
                      args.resize_mode)
+    if args.embed and isinstance(run, WdModel):
+        run.check_embed()                # before a single image is looked for or read
     picker = picker_from(args, run.task)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
