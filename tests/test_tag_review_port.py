@@ -37,7 +37,7 @@ def test_a_port_in_use_fails_before_predicting(run, tmp_path, capsys):
         code = tag_main(["review", str(pics), "--model", str(run), "--port", str(port),
                          "--workers", "0"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
     assert not (pics / ".review").exists()                      # nothing predicted
     assert not list(pics.glob("*.txt"))                         # no caption written
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
