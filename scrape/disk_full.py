@@ -64,10 +64,11 @@ def no_space_line(prog: str, exc: BaseException, again: str = AGAIN) -> str:
 @contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
     """Give a full-disk error raised in the block (often by a ``write`` that knows no file
-    name) the name ``path``; other errors pass unchanged."""
+    name, or wrapped by a library, as torch.save wraps it in a RuntimeError) the name
+    ``path``; other errors pass unchanged."""
     try:
         yield
-    except OSError as exc:
-        if not _is_no_space(exc) or exc.filename:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.filename or no_space(exc) is None:
             raise
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(path))) from exc

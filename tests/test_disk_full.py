@@ -146,14 +146,16 @@ def shards(tmp_path_factory):
     return emulator_shards(tmp_path_factory.mktemp("shards"), posts=60, size=16)
 
 
-def test_train_on_a_full_disk(shards, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name", ["checkpoints/last.pt", "eval.json"])
+def test_train_on_a_full_disk(shards, tmp_path, monkeypatch, capsys, name):
+    """The checkpoint (torch.save wraps the error in its own) or the run's last file."""
     out = tmp_path / "run"
     argv = ["--stream", "--shards", str(shards), "--out", str(out), *FAST]
-    disk = FullDisk(monkeypatch, name="eval.json")             # the last file of the run
+    disk = FullDisk(monkeypatch, name=Path(name).name)
     assert train_main(argv) == 1
-    line = one_line(capsys, "train", out / "eval.json")
+    line = one_line(capsys, "train", out / name)
     assert "--resume" in line
-    assert temporaries(out) == [] and not (out / "eval.json").exists()
+    assert temporaries(out) == [] and not (out / name).exists()
     disk.free()
     assert train_main([*argv, "--resume"]) == 0
     report = json.loads((out / "eval.json").read_text())
