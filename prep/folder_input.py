@@ -149,7 +149,7 @@ def scan_folder(root: Root, kind: str = "auto") -> FolderScan:
                               "the images of each class in a subfolder of its own (two "
                               "classes at least)")
     if kind == "classes" and len(counts) == 1:    # `train` refuses it (train/shard_fit.py)
-        log.warning("%s: every image is in one folder (%s/) and none has a caption file: one "
+        log.info("%s: every image is in one folder (%s/) and none has a caption file: one "
                     "class, nothing to tell apart; a classifier needs two classes at least, "
                     "one subfolder each (or a <image name>.txt of tags beside each image)",
                     root, next(iter(counts)))

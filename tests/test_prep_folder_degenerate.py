@@ -1,6 +1,6 @@
 """A folder nothing can be learnt from is named, never trained on: images with neither captions
-nor class folders (make-shards refuses them), one class folder (make-shards says so, train
-refuses the one-class shards)."""
+nor class folders (make-shards refuses them), one class folder (train refuses the one-class
+shards, naming the class)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_one_class_folder_is_named_and_not_trained_on(tmp_path, capsys):
     write_images(tmp_path / "in" / "pics", 6)
     code, err = make_shards(capsys, "--folder", str(tmp_path / "in"), "--out",
                             str(tmp_path / "out"), "--val-fraction", "0.3")
-    assert code == 0 and "one folder (pics/)" in err and "two classes" in err
+    assert code == 0, err
     code = train_main(["--stream", "--shards", str(tmp_path / "out"), "--out",
                        str(tmp_path / "run"), "--arch", "resnet18", "--weights", "none",
                        "--image-size", "16", "--epochs", "1", "--workers", "0", "-q"])
