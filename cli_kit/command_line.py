@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .disk_full import AGAIN as DISK_FULL_AGAIN
+from .disk_full import EXIT_CODE as DISK_FULL_EXIT
+from .disk_full import no_space, no_space_line
 from .logs import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
@@ -158,12 +161,15 @@ def _one(action: argparse.Action, value: Any) -> Any:
 def run_main(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
              handler: Handler, expected: tuple[type[BaseException], ...] = (), *,
              subparsers: Mapping[str, argparse.ArgumentParser] | None = None,
-             noisy: Iterable[str] = (), interrupted: str = "interrupted") -> int:
+             noisy: Iterable[str] = (), interrupted: str = "interrupted",
+             disk_full: str = DISK_FULL_AGAIN) -> int:
     """Parse ``argv`` (after its --config file), configure logging, run ``handler(args)``.
 
     Usage errors, config errors and the ``expected`` exceptions are one line on stderr and exit
-    code 2; Ctrl-C prints ``interrupted`` and exits 130. With ``subparsers`` (command name ->
-    parser), the config file fills the defaults of the command named in ``argv``."""
+    code 2; a full disk is one line naming the file, then ``disk_full`` (how to go on), and
+    exit code 1 (scrape/disk_full.py);
+    Ctrl-C prints ``interrupted`` and exits 130. With ``subparsers`` (command name -> parser),
+    the config file fills the defaults of the command named in ``argv``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         path = config_path(argv)
@@ -182,7 +188,13 @@ def run_main(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
     configure_logging(args.verbose, args.quiet, noisy)
     try:
         return handler(args)
-    except expected as exc:
+    except Exception as exc:
+        full = no_space(exc)                    # a full disk first, whatever it caused
+        if full is not None:
+            print(no_space_line(prog, full, disk_full), file=sys.stderr)
+            return DISK_FULL_EXIT
+        if not isinstance(exc, expected):
+            raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -163,13 +163,21 @@ def scan_folder(root: Root, kind: str = "auto") -> FolderScan:
                             ("md5", _md5(location(root, relative))), ("rating", None),
                             ("tags", tags), ("image_path", relative), ("root", 0)):
             rows[name].append(value)
-    if skipped:
-        log.warning("%s: %d images directly in the folder belong to no class and are skipped",
-                    root, skipped["outside_class_folder"])
     if len(set(rows["id"])) != len(rows["id"]):  # 56-bit hash: never in practice
         raise InputError(f"{root}: two file paths hash to the same id; rename one of them")
     if not rows["id"]:
-        raise EmptyInputError(f"{root}: no image inside a class subfolder")
+        raise EmptyInputError(f"{root}: no caption files and no class folders: put a "
+                              "<image name>.txt of comma-separated tags beside each image, or "
+                              "the images of each class in a subfolder of its own (two "
+                              "classes at least)")
+    if kind == "classes" and len(counts) == 1:    # `train` refuses it (train/shard_fit.py)
+        log.info("%s: every image is in one folder (%s/) and none has a caption file: one "
+                    "class, nothing to tell apart; a classifier needs two classes at least, "
+                    "one subfolder each (or a <image name>.txt of tags beside each image)",
+                    root, next(iter(counts)))
+    if skipped:
+        log.warning("%s: %d images directly in the folder belong to no class and are skipped",
+                    root, skipped["outside_class_folder"])
     posts = pa.Table.from_pydict(rows, schema=POSTS_SCHEMA)
     log.info("%s: %d images, %d %s (%s layout)", root, len(posts), len(counts),
              "classes" if kind == "classes" else "distinct tags", kind)

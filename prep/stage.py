@@ -39,6 +39,8 @@ import pyarrow as pa
 import pyarrow.feather as feather
 from tqdm import tqdm
 
+from cli_kit.disk_full import writing
+
 from .image_pool import ImagePool, Item, Result, process_item
 from .imaging import EncodedImage, ImageRejected, ImageSettings, encode, prepare_picture
 from .pause import pause_point
@@ -235,8 +237,12 @@ class Stage:
 
     def _put(self, table: pa.Table, name: str) -> None:
         tmp = self.directory / f".{name}.tmp"
-        feather.write_feather(table, tmp, compression="uncompressed")
-        os.replace(tmp, self.directory / name)
+        try:
+            with writing(self.directory / name):
+                feather.write_feather(table, tmp, compression="uncompressed")
+            os.replace(tmp, self.directory / name)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _images(self, part: str) -> pa.Table | None:
         """The memory-mapped images of ``part`` (None when they are gone)."""

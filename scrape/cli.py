@@ -136,11 +136,35 @@ def run_scrape(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print_summary(summary, settings.out)
+    if summary.listed == 0:
+        print(f"scrape: no post matched --tags {settings.tags!r} on {settings.site}; look the "
+              f"tags up in the site's tag search: "
+              f"{tag_search_url(settings.site, settings.base_url, settings.tags)}",
+              file=sys.stderr)
+        return 2
     return 0
 
 
+# The page of each site where a person looks tags up (by name, * as a wildcard).
+TAG_SEARCH = {"danbooru": "/tags?search[name_or_alias_matches]={}",
+              "gelbooru": "/index.php?page=tags&s=list&tags={}",
+              "safebooru": "/index.php?page=tags&s=list&tags={}",
+              "yandere": "/tag?name={}", "konachan": "/tag?name={}"}
+
+
+def tag_search_url(site: str, base_url: str | None, tags: str) -> str:
+    """The site's tag search for the first plain tag of ``tags`` (its list of tags when the
+    search has none), on ``base_url`` or the real site."""
+    from urllib.parse import quote
+    words = [w for w in tags.split() if ":" not in w and not w.startswith(("-", "~"))]
+    word = words[0].strip("*") + "*" if words else ""
+    base = (base_url or SITES[site].base_url).rstrip("/")
+    return base + TAG_SEARCH[site].format(quote(word, safe="*()_"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the scrape command line; the exit code (0 ok, 1 listing failed, 2 usage error)."""
+    """Run the scrape command line; the exit code (0 ok, 1 the listing failed or the disk is
+    full, 2 a usage error, a site refusing the job, or a search that matched nothing)."""
     return run_main("scrape", build_parser(), argv, run_scrape, (ScrapeError,),
                     noisy=["aiohttp"],
                     interrupted="interrupted; rerun the same command to finish")

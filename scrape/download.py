@@ -74,7 +74,9 @@ class ImageStore:
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):     # one line, exit 1 (disk_full)
+                raise OSError(exc.errno, exc.strerror, str(final)) from None
+            if exc.errno == errno.EROFS:
                 raise ScrapeError(f"cannot write images: {exc.strerror} ({self.raw})") from None
             raise
         return rel

@@ -14,6 +14,7 @@ is linked, not downloaded again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -123,8 +124,15 @@ class ScrapeJob:
                     raise _first(group_error) from None
                 finally:
                     self.summary.requests, self.summary.retries = client.requests, client.retried
-        finally:
+        except BaseException:
+            # Keep what was fetched; but when that fails too (the disk that stopped the job is
+            # still full), the first error is the one to report: a rerun redoes these posts.
+            with contextlib.suppress(OSError):
+                await self.writer.flush()
+            raise
+        else:
             await self.writer.flush()
+        finally:
             bar.close()
             self._drop_replaced_samples()
             archive.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .archive import Archive
+from cli_kit.disk_full import writing
 from .post import CATEGORIES, Post
 
 if TYPE_CHECKING:
@@ -121,7 +122,8 @@ class PartWriter:
         import pyarrow.parquet as pq
         tmp = self.dir / f".{name}.tmp"
         try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=schema()), tmp)
+            with writing(self.dir / name):
+                pq.write_table(pa.Table.from_pylist(rows, schema=schema()), tmp)
             os.replace(tmp, self.dir / name)
         finally:
             tmp.unlink(missing_ok=True)

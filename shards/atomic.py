@@ -9,7 +9,8 @@
 The temporary file is a hidden sibling (``.<name>.<pid>.tmp``, never matched by ``*.tar`` or
 ``*.csv``), flushed and fsynced before ``os.replace``; the directory is fsynced after it, so a
 crash leaves the old file or the new one, never a torn one. A failure deletes the temporary
-file. prep and train import this module; scrape, which must not know shards, keeps its own.
+file; a full disk (ENOSPC) is raised naming ``path`` (scrape/disk_full.py). prep and train
+import this module; scrape, which must not know shards, keeps its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from cli_kit.disk_full import writing
 
 
 def temporary_name(path: Path) -> Path:
@@ -68,7 +71,7 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
     tmp = temporary_name(path)
     text = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
     try:
-        with open(tmp, mode, **text) as fh:
+        with writing(path), open(tmp, mode, **text) as fh:   # a full disk names `path`
             yield fh
             fh.flush()
             if durable:

@@ -33,6 +33,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cli_kit.disk_full import writing
+
 from .atomic import fsync_dir, fsync_file, write_json_atomic
 from .format import IMAGE_EXTS, PARQUET_SCHEMA, SUCCESS, ShardPaths, check_key
 
@@ -93,8 +95,9 @@ class ShardWriter:
             if not isinstance(data, bytes | bytearray) or not data:
                 raise ValueError(f"sample {key}: a success needs '{self.image_ext}' bytes")
             members = {self.image_ext: bytes(data), "json": _json_bytes(meta)}
-            for ext in sorted(members):
-                self._add_member(f"{key}.{ext}", members[ext])
+            with writing(self.paths.tar):                # a full disk names the shard
+                for ext in sorted(members):
+                    self._add_member(f"{key}.{ext}", members[ext])
             self._image_bytes += len(data)
         else:
             self._errors[str(sample.get("error_message"))] += 1
@@ -117,13 +120,15 @@ class ShardWriter:
         """Finish the shard: rename tar and parquet into place, then write the stats file."""
         if self.stats is not None:
             return self.stats
-        self._tar.close()
-        fsync_file(self._tar_tmp)
         parquet_tmp = self.paths.temporary(self.paths.parquet)
         try:
+            with writing(self.paths.tar):
+                self._tar.close()
+                fsync_file(self._tar_tmp)
             table = pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA)
-            pq.write_table(table, parquet_tmp)
-            fsync_file(parquet_tmp)
+            with writing(self.paths.parquet):
+                pq.write_table(table, parquet_tmp)
+                fsync_file(parquet_tmp)
             os.replace(self._tar_tmp, self.paths.tar)
             os.replace(parquet_tmp, self.paths.parquet)
             fsync_dir(self.directory)

@@ -184,9 +184,12 @@ def test_tag_runs_on_the_wd_folder_like_on_the_run(wd_dir, run_dir, images, tmp_
 
 
 def test_wd_folder_errors(wd_dir, tmp_path, capsys):
-    assert main(["tag", "--model", str(wd_dir), str(tmp_path), "--embed",
-                 str(tmp_path / "e.parquet"), "--workers", "0"]) == 2
+    assert main(["tag", "--model", str(wd_dir), str(tmp_path), "--workers", "0"]) == 2
     assert "no images found" in capsys.readouterr().err
+    assert main(["tag", "--model", str(wd_dir), str(tmp_path / "missing"), "--embed",
+                 str(tmp_path / "e.parquet"), "--workers", "0"]) == 2
+    assert "no embedding output" in capsys.readouterr().err      # before looking for images
+    assert not list(tmp_path.glob(".e.parquet*"))
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert main(["tag", "--model", str(wd_dir), str(tmp_path / "a.png"), "--embed",
                  str(tmp_path / "e.parquet"), "--workers", "0"]) == 2

@@ -176,15 +176,37 @@ def test_sort_into_binary_dry_run_then_copy_then_no_overwrite(runs, pics, tmp_pa
     out = capsys.readouterr().out
     assert not dest.exists() and "would copy" in out and "dry run" in out
     assert _tag("--model", model, pics, "--sort-into", dest, "--apply") == 0
-    red = sorted(p.name for p in (dest / "red").iterdir())
-    assert red == ["alpha.png", "red0.jpg", "red1.jpg", "red2.jpg"]
-    assert len(list((dest / "not_red").iterdir())) == 6
+    red = sorted(str(p.relative_to(dest / "red")) for p in (dest / "red").rglob("*")
+                 if p.is_file())
+    assert red == ["alpha.png", "more/red2.jpg", "red0.jpg", "red1.jpg"]   # subfolder kept
+    not_red = sorted(p for p in (dest / "not_red").rglob("*") if p.is_file())
+    assert len(not_red) == 6
     assert (pics / "red0.jpg").exists()                               # copied, not moved
     (dest / "red" / "red0.jpg").write_bytes(b"mine")
+    capsys.readouterr()
     assert _tag("--model", model, pics, "--sort-into", dest, "--apply") == 0
-    assert (dest / "red" / "red0.jpg").read_bytes() == b"mine"
+    assert "9 already there" in capsys.readouterr().out
+    assert (dest / "red" / "red0.jpg").read_bytes() == b"mine"        # never overwritten
     assert (dest / "red" / "red0_1.jpg").read_bytes() == (pics / "red0.jpg").read_bytes()
-    assert len(list((dest / "not_red").iterdir())) == 12
+    assert sorted(p for p in (dest / "not_red").rglob("*") if p.is_file()) == not_red
+    before = sorted(p for p in dest.rglob("*") if p.is_file())
+    assert _tag("--model", model, pics, "--sort-into", dest, "--apply") == 0   # a third time
+    assert sorted(p for p in dest.rglob("*") if p.is_file()) == before
+
+
+def test_sort_into_keeps_subfolders_apart(runs, tmp_path):
+    """Two images of the same name in different subfolders land in their own subfolders, byte
+    for byte, instead of one becoming x_1.jpg beside the other."""
+    rng = np.random.default_rng(3)
+    src, dest = tmp_path / "in", tmp_path / "sorted"
+    for sub in ("a", "b"):
+        (src / sub).mkdir(parents=True)
+        _colour_image("red", rng, (40, 40)).save(src / sub / "x.jpg", quality=95)
+    assert _tag("--model", runs / "multiclass", src, "--sort-into", dest, "--apply") == 0
+    found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert found == ["red/a/x.jpg", "red/b/x.jpg"]
+    for sub in ("a", "b"):
+        assert (dest / "red" / sub / "x.jpg").read_bytes() == (src / sub / "x.jpg").read_bytes()
 
 
 def test_sort_into_multiclass_moves_images_into_class_folders(runs, pics, tmp_path, capsys):
@@ -192,8 +214,8 @@ def test_sort_into_multiclass_moves_images_into_class_folders(runs, pics, tmp_pa
     assert _tag("--model", runs / "multiclass", pics, "--sort-into", dest, "--move",
                 "--apply") == 0
     for colour in COLOURS:
-        assert sorted(p.name for p in (dest / colour).glob("*.jpg")) == \
-            [f"{colour}{i}.jpg" for i in range(3)]
+        assert sorted(str(p.relative_to(dest / colour)) for p in (dest / colour).rglob("*.jpg")) \
+            == sorted([f"{colour}0.jpg", f"{colour}1.jpg", f"more/{colour}2.jpg"])
     assert sorted(p.name for p in pics.rglob("*") if p.is_file() and dest not in p.parents) \
         == ["broken.jpg"]                                             # unreadable: left
     assert "moved" in capsys.readouterr().out

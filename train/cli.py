@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from cli_kit.command_line import (
     HelpFormatter,
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue from run/checkpoints/last.pt; every node must see the same "
                    "--out (a shared filesystem)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out and start again (default: a folder "
+                   "with files is refused unless --resume or --overwrite)")
     g.add_argument("--keep", choices=["best", "last"],
                    help="which model becomes model.safetensors: the best evaluated or the "
                    "last; eval.json says which")
@@ -157,6 +161,9 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
 def run_training(args: argparse.Namespace) -> int:
     """Train as the flags say, then write the report; the exit code."""
     settings = settings_from(args)
+    if int(os.environ.get("RANK", "0")) == 0:         # rank 0 alone checks and clears --out
+        from .run_folder import claim_run_folder
+        claim_run_folder(Path(settings.out), settings.resume, args.overwrite)
     from .run import Run
     report = Run(settings).fit()
     if not args.no_report and report.get("mAP") is not None:
@@ -180,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
         return export_main(argv[1:])
     return run_main("train", build_parser(), argv, run_training, (TrainError, ShardsError),
-                    interrupted="interrupted; `--resume` continues from the last checkpoint")
+                    interrupted="interrupted; `--resume` continues from the last checkpoint",
+                    disk_full="free some space and add --resume to continue from the last "
+                    "checkpoint")
 
 
 def _write_report(settings: TrainSettings, quiet: bool) -> None:

@@ -44,6 +44,7 @@ from .metrics import evaluate as score
 from .models import build_model, prior_bias, transfer
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
+from .shard_fit import binary_positive, check_classes, note_image_size
 from .tensorboard_log import Board, settings_block
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,12 @@ class Run:
         manifest = self._manifest()
         self.tags, self.task = self._tags(manifest)
         names = [t["name"] for t in self.tags]
+        if self.task == "binary":
+            s.positive = binary_positive(self.tags, s.positive)   # recorded in config.json
+        check_classes(self.tags, self.task)
+        if distributed.is_main():
+            note_image_size(manifest, s.image_size)
         targets = Targets(names, self.task, s.positive)
-        if self.task == "binary" and targets.positive not in names:
-            raise TrainError(f"--positive {targets.positive!r} is not a tag of the shards")
         self.precision = resolve_precision(s.precision, self.device)
         torch.manual_seed(s.seed)
         np.random.seed(s.seed)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import shlex
+import socket
 from pathlib import Path
 
 from aiohttp import web
@@ -104,18 +105,35 @@ def prepare(args: argparse.Namespace) -> tuple[ReviewStore, dict, int, int]:
     return store, info, predicted, written
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Start `app`; returns the runner (to clean up) and the URL it answers on."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, taken before any image is predicted, so
+    a port already in use is one line at once. Raises TrainError."""
+    if not 0 <= port <= 65535:
+        raise TrainError("--port must be 0-65535")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise TrainError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another "
+                         "`tag review` running there? --port N chooses another port (0: any "
+                         "free one)") from None
+
+
+async def serve(app: web.Application, host: str, port: int,
+                sock: socket.socket | None = None) -> tuple[web.AppRunner, str]:
+    """Start `app` (on `sock` when given, else on host:port); returns the runner (to clean up)
+    and the URL it answers on."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, f"http://{host}:{bound}/"
 
 
-async def _serve_forever(app: web.Application, host: str, port: int) -> None:
-    runner, url = await serve(app, host, port)
+async def _serve_forever(app: web.Application, host: str, port: int,
+                         sock: socket.socket | None = None) -> None:
+    runner, url = await serve(app, host, port, sock)
     print(f"tag review: open {url} (Ctrl-C stops; every edit is already saved)", flush=True)
     try:
         await asyncio.Event().wait()
@@ -125,11 +143,16 @@ async def _serve_forever(app: web.Application, host: str, port: int) -> None:
 
 def run_review(args: argparse.Namespace) -> int:
     """Predict what is not yet, then serve the review app until Ctrl-C; the exit code."""
-    store, info, predicted, written = prepare(args)
+    sock = listen(args.host, args.port)
+    try:
+        store, info, predicted, written = prepare(args)
+    except BaseException:
+        sock.close()
+        raise
     print(f"tag review: {len(store.images)} images in {args.folder} ({predicted} predicted now, "
           f"{written} captions written); the retrain commands:\n{info['retrain']}")
     try:
-        asyncio.run(_serve_forever(make_app(store, info), args.host, args.port))
+        asyncio.run(_serve_forever(make_app(store, info), args.host, args.port, sock))
     except OSError as exc:
         raise TrainError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli_kit.disk_full import writing
 from shards.atomic import write_text_atomic
 
 from .inference import CHARACTER, NEGATIVE, RATING, Tag
@@ -76,5 +77,6 @@ def write_caption(image: Path, text: str, style: CaptionStyle, overwrite: bool =
     existed = path.exists()
     if existed and not overwrite:
         return "kept"
-    write_text_atomic(path, text + "\n", durable=False)  # as cheap to redo as to fsync
+    with writing(path):
+        write_text_atomic(path, text + "\n", durable=False)  # as cheap to redo as to fsync
     return "replaced" if existed else "written"

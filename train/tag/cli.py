@@ -15,6 +15,7 @@ The rating (when tags.csv has rating rows) is the best of the four rating tags.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -33,6 +34,7 @@ from cli_kit.command_line import (
 )
 from prep.imaging import IMAGE_SUFFIXES
 from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
+from cli_kit.disk_full import no_space
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
@@ -46,8 +48,8 @@ from .inference import (
 )
 from .output import EmbeddingTable, TagTable, check_table_path
 from .selection import add_selection_flags, picker_from
-from .sorting import Sorter
-from .wd_model import load_model, predict_any
+from .sorting import Sorter, relative_path
+from .wd_model import WdModel, load_model, predict_any
 
 log = logging.getLogger(__name__)
 COMMANDS = """commands:
@@ -183,6 +185,8 @@ def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
     run = load_model(run_folder(args.model), args.device, args.precision,
                      args.resize_mode)
+    if args.embed and isinstance(run, WdModel):
+        run.check_embed()                # before a single image is looked for or read
     picker = picker_from(args, run.task)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
@@ -190,6 +194,7 @@ def tag_images(args: argparse.Namespace) -> Tally:
     limits = thresholds(run, args.threshold, args.per_tag_thresholds, args.general_threshold,
                         args.character_threshold)
     paths = find_images(args.inputs, [args.sort_into] if args.sort_into else [])
+    roots = [Path(item) for item in args.inputs]
     if not paths:
         raise TrainError(f"no images found in {', '.join(map(str, args.inputs))} "
                          f"({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -219,7 +224,7 @@ def tag_images(args: argparse.Namespace) -> Tally:
                     if args.captions:
                         _caption(paths[i], chosen, style, args.overwrite, captioned, tally)
                     if sorter is not None:
-                        sorter.add(paths[i], chosen[0].name)
+                        sorter.add(paths[i], chosen[0].name, relative_path(paths[i], roots))
                 for i, error in batch.failed:
                     tally.line("unreadable")
                     print(f"tag: skipped {paths[i]}: {error}", file=sys.stderr)
@@ -234,11 +239,19 @@ def tag_images(args: argparse.Namespace) -> Tally:
     except BaseException:
         for writer in (table, vectors):
             if writer is not None:
-                writer.abort()
+                with contextlib.suppress(OSError):       # the first error is the one to say
+                    writer.abort()
         raise
-    for writer in (table, vectors):
-        if writer is not None:
-            writer.close()
+    try:
+        for writer in (table, vectors):
+            if writer is not None:
+                writer.close()
+    except BaseException:                # a full disk at the last write: no temporary stays
+        for writer in (table, vectors):
+            if writer is not None:
+                with contextlib.suppress(OSError):
+                    writer.abort()
+        raise
     tally.seconds = time.perf_counter() - start
     return tally
 
@@ -255,6 +268,8 @@ def _caption(image: Path, chosen: list, style: CaptionStyle, overwrite: bool,
     try:
         tally.line("captions_" + write_caption(image, caption(chosen, style), style, overwrite))
     except OSError as exc:
+        if no_space(exc) is not None:    # every caption after it would fail too: stop (exit 1)
+            raise
         tally.line("captions_failed")
         print(f"tag: cannot write the caption of {image}: {exc}", file=sys.stderr)
 
@@ -298,20 +313,27 @@ def _report_sort(sorter: Sorter, args: argparse.Namespace) -> None:
     if args.apply:
         done = "moved" if args.move else "copied"
         failed = f"; {len(sorter.failed)} failed" if sorter.failed else ""
-        print(f"tag: sort-into {args.sort_into}: {done} {folders}{failed}")
+        present = (f"; {sorter.present} already there (identical), not copied again"
+                   if sorter.present else "")
+        print(f"tag: sort-into {args.sort_into}: {done} {folders or 'nothing'}{present}"
+              f"{failed}")
     else:
-        print(f"tag: sort-into {args.sort_into} (dry run, nothing changed): {folders}; "
-              f"--apply to {sorter.verb} them")
+        present = f"; {sorter.present} already there (identical)" if sorter.present else ""
+        print(f"tag: sort-into {args.sort_into} (dry run, nothing changed): "
+              f"{folders or 'nothing'}{present}; --apply to {sorter.verb} them")
 
 
 def run_tag(args: argparse.Namespace) -> int:
     """Tag the images the flags name and print the summary; the exit code."""
-    report(tag_images(args))
-    return 0
+    tally = tag_images(args)
+    report(tally)
+    failed = tally.count["captions_failed"] + (len(tally.sorter.failed) if tally.sorter else 0)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `tag` (or `tag review`); the exit code (0 ok, 2 usage or input error)."""
+    """Run `tag` (or `tag review`); the exit code (0 ok, 1 a caption or sorted file could not
+    be written or the disk is full, 2 usage or input error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["review"]:
         from ..review.cli import main as review_main

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cli_kit.disk_full import writing
 from shards.atomic import fsync_dir, fsync_file, temporary_name
 
 from ..errors import TrainError
@@ -69,6 +70,10 @@ class TagTable(_Atomic):
 
     def write(self, rows: list[dict]) -> None:
         """rows: {"path": str, "tags": [str], "scores": [float], "error": str | None}."""
+        with writing(self.path):
+            self._write(rows)
+
+    def _write(self, rows: list[dict]) -> None:
         self.rows += len(rows)
         if self.kind == "parquet":
             self._writer.write_table(pa.Table.from_pylist(rows, schema=TAG_SCHEMA))
@@ -83,11 +88,12 @@ class TagTable(_Atomic):
                                             ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        if self.kind == "parquet":
-            self._writer.close()
-        else:
-            self._file.close()
-        self._finish()
+        with writing(self.path):
+            if self.kind == "parquet":
+                self._writer.close()
+            else:
+                self._file.close()
+            self._finish()
 
     def abort(self) -> None:
         try:
@@ -107,6 +113,10 @@ class EmbeddingTable(_Atomic):
         self._writer = pq.ParquetWriter(str(self.tmp), EMBED_SCHEMA)
 
     def write(self, paths: list[str], vectors: np.ndarray) -> None:
+        with writing(self.path):
+            self._write(paths, vectors)
+
+    def _write(self, paths: list[str], vectors: np.ndarray) -> None:
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
         offsets = pa.array(np.arange(len(paths) + 1, dtype=np.int32) * vectors.shape[1])
         column = pa.ListArray.from_arrays(offsets, flat)
@@ -114,8 +124,9 @@ class EmbeddingTable(_Atomic):
                                                       schema=EMBED_SCHEMA))
 
     def close(self) -> None:
-        self._writer.close()
-        self._finish()
+        with writing(self.path):
+            self._writer.close()
+            self._finish()
 
     def abort(self) -> None:
         try:

@@ -65,11 +65,17 @@ class WdModel:
     def categories(self) -> np.ndarray:
         return np.array([t["category"] for t in self.tags])
 
+    def check_embed(self) -> None:
+        """Raise TrainError when the model has no embedding output for `--embed`."""
+        if self.embedding_name is None:
+            raise TrainError(f"--embed: {self.path / WD_MODEL} has no embedding output (a "
+                             "second 2-D output; `train export --format wd-onnx` writes one)")
+
     def predict(self, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
                 embed: bool = False) -> Iterator[Batch]:
         """Batches of predictions for `paths`, in order, as `inference.predict` gives them."""
-        if embed and self.embedding_name is None:
-            raise TrainError(f"--embed: {self.path / WD_MODEL} has no embedding output")
+        if embed:
+            self.check_embed()
         loader = DataLoader(ImageFiles(paths, self.image_size, self.resize),
                             batch_size=batch_size, num_workers=workers, collate_fn=collate,
                             prefetch_factor=4 if workers else None)
