@@ -16,8 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .archive import Archive
 from cli_kit.disk_full import writing
+
+from .archive import Archive
 from .post import CATEGORIES, Post
 
 if TYPE_CHECKING:

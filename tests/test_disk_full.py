@@ -19,8 +19,8 @@ from disk_faults import FullDisk
 from test_scrape_support import scrape
 from train_fixtures import emulator_shards
 
-from prep.cli import main as prep_main
 from cli_kit.disk_full import no_space, no_space_line, writing
+from prep.cli import main as prep_main
 from train.cli import main as train_main
 from train.tag.cli import main as tag_main
 

@@ -32,9 +32,9 @@ from cli_kit.command_line import (
     add_deprecated_alias,
     run_main,
 )
+from cli_kit.disk_full import no_space
 from prep.imaging import IMAGE_SUFFIXES
 from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
-from cli_kit.disk_full import no_space
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
