@@ -107,7 +107,7 @@ def _command(out: Path, folder: Path) -> list[str]:
 def test_kill_9_in_the_first_pass_then_resume(folder, reference, tmp_path):
     out = tmp_path / "out"
     command = _command(out, folder)
-    _kill_when(command, tmp_path / "pauses", "stage-part", 2)  # two parts of 4 pictures
+    _kill_when(command, tmp_path / "pauses", "first-pass-part", 2)  # two parts of 4 pictures
     assert len(list(out.glob(".stage/*/part-*[0-9a-f].feather"))) == 2
     assert not list(out.glob("*/*_stats.json"))  # no shard before the split is known
 
