@@ -1,5 +1,5 @@
-"""``prep make-shards``: posts + images + tag index in, WebDataset shards out
-(docs/DESIGN.md, "Boundary 3: shards (shards/)").
+"""``prep make-shards``: posts + images + tag index in, WebDataset shards out (the format:
+:mod:`shards.format`).
 
     prep make-shards --posts raw/ --tags tags.csv --out shards/
     prep make-shards --folder my_images/ --out shards/
