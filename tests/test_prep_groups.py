@@ -78,7 +78,7 @@ def test_first_pass_cache_is_reused_and_serves_the_shard_images(tmp_path):
     assert other.run(paths)[0].width == 40
     assert len(list((tmp_path / "cache").iterdir())) == 2
     other.forget_others()
-    assert list((tmp_path / "stage").iterdir()) == [other.directory]
+    assert list((tmp_path / "cache").iterdir()) == [other.directory]
 
 
 def _hashes(rng, n: int) -> np.ndarray:
