@@ -49,8 +49,8 @@ from prep.imaging import (  # noqa: E402
     prepare_picture,
     process_image,
 )
+from prep.make_shards.first_pass import FirstPassCache, cache_item  # noqa: E402
 from prep.phash import FileHash, from_hex, phash_image, phash_prepared  # noqa: E402
-from prep.stage import Stage, stage_item  # noqa: E402
 
 
 def draft_hash_file(path: Path) -> FileHash:
@@ -163,7 +163,7 @@ def cost(images: int, data_dir: Path, baseline_root: Path | None, rounds: int) -
     timings: dict[str, list[float]] = {k: [] for k in names}
     bits = []
     with tempfile.TemporaryDirectory(prefix="bench-phash-") as tmp:
-        stage = Stage(Path(tmp), settings)
+        stage = FirstPassCache(Path(tmp), settings)
         staged_rows = []
         for path in files:
             data = path.read_bytes()
@@ -172,7 +172,7 @@ def cost(images: int, data_dir: Path, baseline_root: Path | None, rounds: int) -
             ready = prepare_picture(data, settings)
             timings[names[2]].append(_cpu(phash_prepared, ready.picture, ready.original,
                                           settings))
-            staged = stage_item((str(path), path.name), settings)[2]
+            staged = cache_item((str(path), path.name), settings)[2]
             staged_rows.append((str(path), (0, 0), staged))
             im = Image.open(path)
             timings[names[4]].append(_cpu(im.load))
@@ -181,7 +181,7 @@ def cost(images: int, data_dir: Path, baseline_root: Path | None, rounds: int) -
             timings[names[6]].append(_cpu(phash_image, rgb))
             values, _ = from_hex([staged.found.phash, str(imagehash.phash(rgb))])
             bits.append(int(popcount(values[:1] ^ values[1:])[0]))
-        _stage_io(Stage(Path(tmp) / "warm-up", settings), staged_rows[:1])  # imports, first use
+        _stage_io(FirstPassCache(Path(tmp) / "warm-up", settings), staged_rows[:1])  # first use
         seconds = _cpu(_stage_io, stage, staged_rows)
         timings[names[3]] = [seconds / len(files)]
     base = float(np.mean(timings[names[0]]))
@@ -200,7 +200,7 @@ def cost(images: int, data_dir: Path, baseline_root: Path | None, rounds: int) -
         end_to_end(data_dir, baseline_root, rounds, len(files))
 
 
-def _stage_io(stage: Stage, rows: list) -> None:
+def _stage_io(stage: FirstPassCache, rows: list) -> None:
     """The staged pictures written as one part (as make-shards does) and read back."""
     stage._write(rows)
     for path, _, staged in rows:

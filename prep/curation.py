@@ -1,6 +1,6 @@
 """Curation of the selected posts: filters, the hash pass, groups, near-duplicate policy.
 
-    selected posts (sorted by (site, id), exact duplicates already handled by shard_plan)
+    selected posts (sorted by (site, id), exact duplicates already handled by make_shards.plan)
       -> metadata filters (:mod:`.filters`)
       -> hash pass: pHash + true size of every remaining picture (``hasher``, cached)
       -> size filters

@@ -4,7 +4,9 @@
     prep make-shards ... --out s3://bucket/ds/ --engine ray --ray-address auto
 
 The flags are registered here and turned into the ``out``, ``engine``, ``ray_address`` and
-``store`` fields of :class:`.make_shards.ShardJob` (:mod:`.ray_engine`, :mod:`.remote_output`).
+``store`` fields of :class:`.make_shards.job.ShardJob` (:mod:`.make_shards.engine_ray`,
+:mod:`.make_shards.upload`). ``--staging`` names the *upload folder*, where the shards of a URL
+``--out`` are built before upload (not the first-pass cache, ``out/.stage/``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from typing import Any
 from shards.storage import is_object_url
 
 from .errors import SettingsError
-
-ENGINES = ("local", "ray")
+from .make_shards.job import ENGINES
 
 
 def add_scale_options(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +31,8 @@ def add_scale_options(parser: argparse.ArgumentParser) -> None:
                        help="with --engine ray: the cluster to join (auto: the one `ray start` "
                        "set up on this machine); default: start a local Ray with --workers CPUs")
     group.add_argument("--staging", metavar="DIR",
-                       help="with a URL --out: local folder where each shard is built before "
-                       "upload (default: a folder per URL under the system temp dir)")
+                       help="with a URL --out: the local upload folder, where each shard is built "
+                       "before upload (default: a folder per URL under the system temp dir)")
 
 
 def scale_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,9 +49,9 @@ def scale_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.num_nodes > 1:
         raise SettingsError("--num-nodes builds parts into local folders for `prep "
                             "merge-shards`; with an object-storage --out use --engine ray")
-    from .remote_output import RemoteOutput, staging_dir
+    from .make_shards.upload import RemoteOutput, default_upload_dir
 
     store = RemoteOutput(args.out)
-    staging = Path(args.staging) if args.staging else staging_dir(args.out)
-    return {"out": staging, "engine": args.engine, "ray_address": args.ray_address,
+    upload_dir = Path(args.staging) if args.staging else default_upload_dir(args.out)
+    return {"out": upload_dir, "engine": args.engine, "ray_address": args.ray_address,
             "store": store}

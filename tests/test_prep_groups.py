@@ -1,4 +1,4 @@
-"""pHash against imagehash, the first pass (stage), multi-index near pairs against all
+"""pHash against imagehash, the first pass (its cache), multi-index near pairs against all
 pairs, components, families."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from prep.curation import _near_duplicates
 from prep.groups import components, group_posts, near_pairs, popcount
 from prep.image_pool import ImagePool, process_item
 from prep.imaging import ImageSettings, process_file
+from prep.make_shards.first_pass import FirstPassCache, cache_item, hash_item
 from prep.phash import from_hex, phash_image
-from prep.stage import Stage, hash_item, stage_item
 
 
 def test_phash_is_imagehash_phash():
@@ -33,7 +33,7 @@ def test_first_pass_hash_survives_resizing_and_reports_bad_files(tmp_path):
     big.resize((120, 120), Image.Resampling.BICUBIC).save(tmp_path / "small.png")
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     settings = ImageSettings(size=64)
-    (_, _, a), (_, _, b) = (stage_item((str(tmp_path / n), n), settings)
+    (_, _, a), (_, _, b) = (cache_item((str(tmp_path / n), n), settings)
                             for n in ("big.jpg", "small.png"))
     assert (a.found.width, a.found.height, b.found.width, b.found.height) == (192, 192, 120, 120)
     values, valid = from_hex([a.found.phash, b.found.phash, str(imagehash.phash(big))])
@@ -42,43 +42,43 @@ def test_first_pass_hash_survives_resizing_and_reports_bad_files(tmp_path):
     assert a.encoded == process_file(tmp_path / "big.jpg", settings)  # the shard's bytes
     assert hash_item((str(tmp_path / "big.jpg"), ""), settings)[2].found == a.found
     for name in ("bad.jpg", "missing.jpg"):
-        status, message, bad = stage_item((str(tmp_path / name), name), settings)
+        status, message, bad = cache_item((str(tmp_path / name), name), settings)
         assert (status, message) == process_item((str(tmp_path / name), name), settings)[:2]
         assert status == ("failed_unsupported" if name == "bad.jpg" else "failed_missing")
-        if name == "bad.jpg":  # a broken file is staged as such, a missing one is not
+        if name == "bad.jpg":  # a broken file is cached as such, a missing one is not
             assert bad.status == status and bad.found.phash is None and bad.found.error
         else:
             assert bad is None
 
 
-def test_stage_is_reused_and_serves_the_shard_images(tmp_path):
+def test_first_pass_cache_is_reused_and_serves_the_shard_images(tmp_path):
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"broken")
     settings = ImageSettings(size=32)
     paths = [str(tmp_path / "a.png"), None, str(tmp_path / "b.png")]
-    first = Stage(tmp_path / "stage", settings).run(paths)
+    first = FirstPassCache(tmp_path / "cache", settings).run(paths)
     assert first[0].width == 40 and first[1].phash is None and first[2].phash is None
-    parts = sorted((tmp_path / "stage").rglob("part-*"))
+    parts = sorted((tmp_path / "cache").rglob("part-*"))
     assert sorted(p.name.split(".", 1)[1] for p in parts) == ["feather", "images.feather"]
-    stage = Stage(tmp_path / "stage", settings)
-    killed = stage.directory / ".part-0123abcd.images.feather.tmp"  # a kill -9 mid-write
+    cache = FirstPassCache(tmp_path / "cache", settings)
+    killed = cache.directory / ".part-0123abcd.images.feather.tmp"  # a kill -9 mid-write
     killed.write_bytes(b"half an arrow file")
-    assert stage.run(paths) == first
+    assert cache.run(paths) == first
     assert not killed.exists()
-    assert sorted((tmp_path / "stage").rglob("part-*")) == parts  # nothing new prepared
+    assert sorted((tmp_path / "cache").rglob("part-*")) == parts  # nothing new prepared
     items = [(p, p or "x") for p in paths + [str(tmp_path / "c.png")]]
     with ImagePool(settings) as pool:
         expected = list(pool.map(items))
-        assert list(stage.results(items, pool)) == expected
-        assert stage.has(paths[0]) and stage.has(paths[2]) and not stage.has(None)
-        stage.drop_images()
-        assert not stage.has(paths[0]) and stage.has(paths[2])  # failures need no bytes
-        assert list(stage.results(items, pool)) == expected
-    other = Stage(tmp_path / "stage", ImageSettings(size=48))
+        assert list(cache.results(items, pool)) == expected
+        assert cache.has(paths[0]) and cache.has(paths[2]) and not cache.has(None)
+        cache.drop_images()
+        assert not cache.has(paths[0]) and cache.has(paths[2])  # failures need no bytes
+        assert list(cache.results(items, pool)) == expected
+    other = FirstPassCache(tmp_path / "cache", ImageSettings(size=48))
     assert other.run(paths)[0].width == 40
-    assert len(list((tmp_path / "stage").iterdir())) == 2
+    assert len(list((tmp_path / "cache").iterdir())) == 2
     other.forget_others()
-    assert list((tmp_path / "stage").iterdir()) == [other.directory]
+    assert list((tmp_path / "cache").iterdir()) == [other.directory]
 
 
 def _hashes(rng, n: int) -> np.ndarray:

@@ -107,13 +107,13 @@ def _command(out: Path, folder: Path) -> list[str]:
 def test_kill_9_in_the_first_pass_then_resume(folder, reference, tmp_path):
     out = tmp_path / "out"
     command = _command(out, folder)
-    _kill_when(command, tmp_path / "pauses", "stage-part", 2)  # two parts of 4 pictures
+    _kill_when(command, tmp_path / "pauses", "first-pass-part", 2)  # two parts of 4 pictures
     assert len(list(out.glob(".stage/*/part-*[0-9a-f].feather"))) == 2
     assert not list(out.glob("*/*_stats.json"))  # no shard before the split is known
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert "first pass: 8 of 40 pictures staged before, 32 to prepare" in rerun.stderr
+    assert "first pass: 8 of 40 pictures cached before, 32 to prepare" in rerun.stderr
     assert snapshot(out) == snapshot(reference)
     assert json.loads((out / "manifest.json").read_text()) == json.loads(
         (reference / "manifest.json").read_text())
@@ -142,7 +142,7 @@ def test_kill_9_in_the_shards_then_resume(folder, reference, tmp_path):
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert "first pass: 40 of 40 pictures staged before" in rerun.stderr
+    assert "first pass: 40 of 40 pictures cached before" in rerun.stderr
     assert f"resuming: {len(done)} of 11 shards already done" in rerun.stderr
     assert snapshot(out) == expected
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # done shards were not rewritten

@@ -24,11 +24,11 @@ from shards.format import FORMAT_NAME, MANIFEST, SPLITS, TAGS
 from shards.manifest import complete as complete_manifest
 from shards.manifest import new_manifest, read_manifest
 
-from .errors import InputError, SettingsError
-from .imaging import ImageSettings
-from .shard_plan import Plan
-from .split import SPLIT_RULE
-from .stage import STAGE_DIR
+from ..errors import InputError, SettingsError
+from ..imaging import ImageSettings
+from ..split import SPLIT_RULE
+from .first_pass import FIRST_PASS_DIR
+from .plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def prepare_output(out: Path, build: dict[str, Any], overwrite: bool) -> bool:
             raise _other_build(out, old["build"], build)
         log.warning("--overwrite: deleting the shards in %s", out)
         clear_output(out)
-    elif any(p.name not in (LOCK, STAGE_DIR) for p in out.iterdir()):
+    elif any(p.name not in (LOCK, FIRST_PASS_DIR) for p in out.iterdir()):
         if not overwrite:
             raise InputError(f"{out} is not empty and has no {MANIFEST}; choose a new or empty "
                              "--out, or add --overwrite")

@@ -1,13 +1,14 @@
 """Which posts become samples, and in which split and shard they go.
 
-    posts (raw/posts parquet parts, any posts file, or a folder scan)
+    posts (:mod:`.source`: raw/posts parquet parts, any posts file, or a folder scan)
       -> keep status == "downloaded" with an image_path       (else: not_downloaded)
       -> sort by (site, id); a repeated (site, id) is kept once (duplicate_post)
       -> a repeated md5 is kept once, the first by (site, id)  (duplicate_md5; not with
          dedupe "none")
       -> drop posts with no tag in the index unless keep_untagged (untagged)
-      -> filters, hash pass, families and near-duplicate groups (:mod:`.curation`)
-      -> split by a hash of the group's anchor (site, id) (:mod:`.split`): a group never
+      -> filters, the first pass (:mod:`.first_pass`: every picture hashed), families and
+         near-duplicate groups (:mod:`..curation`)
+      -> split by a hash of the group's anchor (site, id) (:mod:`..split`): a group never
          straddles train and val
       -> cut each split, in (site, id) order, into shards of samples_per_shard
 
@@ -22,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,22 +31,15 @@ import pyarrow.compute as pc
 
 from shards.format import make_key, shard_name
 
-from .curation import Curation, Hasher, curate
-from .errors import EmptyInputError, InputError
-from .folder_input import POSTS_SCHEMA
-from .labels import LabelIndex
-from .posts_reader import iter_batches, plan_units, tag_lists
-from .split import split_point
+from ..curation import Hasher, curate
+from ..errors import EmptyInputError, InputError
+from ..labels import LabelIndex
+from ..sources import Root
+from ..split import split_point
+from .job import ShardSettings
+from .source import EXTRA_COLUMNS
 
 log = logging.getLogger(__name__)
-
-WANTED_COLUMNS = ("site", "id", "md5", "rating", "tags", "image_path", "status", "parent_id",
-                  "score")
-EXTRA_COLUMNS = pa.schema([("parent_id", pa.int64()), ("score", pa.int64())])  # curation's
-PLAN_SCHEMA = pa.schema([*POSTS_SCHEMA, *EXTRA_COLUMNS])
-REQUIRED_COLUMNS = ("site", "id", "tags", "image_path")
-DOWNLOADED = "downloaded"
-
 
 @dataclass
 class ShardSpec:
@@ -68,60 +60,10 @@ class Plan:
     """The shards of a build, the image roots their ``root`` column indexes, and counts."""
 
     shards: list[ShardSpec]
-    roots: list[Path | str]  # a str: an object-storage URL (:mod:`.sources`)
+    roots: list[Root]  # a str: an object-storage URL (:mod:`..sources`)
     counts: dict[str, int] = field(default_factory=dict)
     digest: str = ""
     grouping: dict = field(default_factory=dict)  # :func:`.curation.curate`'s summary
-
-
-def image_root(posts_file: Path) -> Path:
-    """Directory that ``image_path`` is relative to: ``raw/`` for ``raw/posts/part.parquet``."""
-    parent = posts_file.parent
-    return parent.parent if parent.name == "posts" else parent
-
-
-def _column(batch: pa.RecordBatch, name: str, kind: pa.DataType) -> pa.Array:
-    if name not in batch.schema.names:
-        return pa.nulls(batch.num_rows, kind)
-    array = batch.column(name)
-    return tag_lists(array) if name == "tags" else array.cast(kind)
-
-
-def read_posts(paths: Sequence[Path], images_root: Path | str | None = None,
-               batch_size: int = 65_536) -> tuple[pa.Table, list[Path | str], dict[str, int]]:
-    """Read the downloaded posts of ``paths`` into one POSTS_SCHEMA table.
-
-    Returns the table, the image roots its ``root`` column points into, and the counts
-    ``posts_read`` and ``not_downloaded``. Raises InputError, MissingColumnError,
-    EmptyInputError (see :mod:`.errors`).
-    """
-    units = plan_units(paths, WANTED_COLUMNS, REQUIRED_COLUMNS)
-    roots: list[Path | str] = []  # a str: an object-storage URL
-    batches: list[pa.RecordBatch] = []
-    read = 0
-    for unit in units:
-        root = images_root or image_root(unit.path)
-        if root not in roots:
-            roots.append(root)
-        for batch in iter_batches(unit, batch_size):
-            read += batch.num_rows
-            keep = pc.is_valid(batch.column("image_path"))
-            if "status" in batch.schema.names:
-                keep = pc.and_(keep, pc.fill_null(pc.equal(batch.column("status"), DOWNLOADED),
-                                                  False))
-            kept = batch.filter(keep)
-            try:
-                columns = [_column(kept, f.name, f.type) for f in POSTS_SCHEMA
-                           if f.name != "root"]
-                extra = [_column(kept, f.name, f.type) for f in EXTRA_COLUMNS]
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise InputError(f"{unit.path}: unusable posts column ({exc})") from exc
-            columns.append(pa.array(np.full(kept.num_rows, roots.index(root), np.int16)))
-            batches.append(pa.RecordBatch.from_arrays(columns + extra, schema=PLAN_SCHEMA))
-    table = pa.Table.from_batches(batches, schema=PLAN_SCHEMA)
-    if read == 0:
-        raise EmptyInputError(f"no posts in {', '.join(str(p) for p in paths)}")
-    return table, roots, {"posts_read": read, "not_downloaded": read - len(table)}
 
 
 def _first_of(values: pa.Array) -> np.ndarray:
@@ -150,15 +92,17 @@ def _digest_rows(rows: pa.Table) -> str:
     return digest.hexdigest()
 
 
-def plan_shards(posts: pa.Table, roots: list[Path | str], index: LabelIndex, samples_per_shard: int,
-                val_fraction: float, keep_untagged: bool,
-                counts: dict[str, int] | None = None, curation: Curation | None = None,
+def plan_shards(posts: pa.Table, roots: list[Root], index: LabelIndex,
+                settings: ShardSettings, *, counts: dict[str, int] | None = None,
                 hasher: Hasher | None = None) -> Plan:
     """Select, order, curate, split and cut ``posts`` (POSTS_SCHEMA, optionally with
-    parent_id and score). ``hasher`` gives the pictures' FileHash for the groups (without
-    one, only families group). Raises EmptyInputError."""
+    parent_id and score) as ``settings`` say (its image settings are not used here).
+    ``counts`` are the input's counts so far (posts_read, ...); ``hasher`` gives the
+    pictures' FileHash for the groups (without one, only families group). Raises
+    EmptyInputError."""
     counts = dict(counts or {})
-    curation = curation or Curation()
+    curation = settings.curation
+    samples_per_shard, val_fraction = settings.samples_per_shard, settings.val_fraction
     for extra in EXTRA_COLUMNS:
         if extra.name not in posts.column_names:
             posts = posts.append_column(extra, pa.nulls(len(posts), extra.type))
@@ -173,14 +117,14 @@ def plan_shards(posts: pa.Table, roots: list[Path | str], index: LabelIndex, sam
         posts = posts.filter(pa.array(unique_md5))
     tagged = index.count_tagged(posts["tags"].combine_chunks()).to_numpy() > 0
     counts["untagged"] = int((~tagged).sum())
-    if not keep_untagged:
+    if not settings.keep_untagged:
         posts = posts.filter(pa.array(tagged))
     curated = curate(posts, curation, hasher)
     posts = curated.posts
     counts.update(curated.counts)
     counts["selected"] = len(posts)
     if len(posts) == 0:
-        raise EmptyInputError(_nothing_selected(counts, keep_untagged))
+        raise EmptyInputError(_nothing_selected(counts, settings.keep_untagged))
     points = np.array([split_point(s, i) for s, i in
                        zip(posts["anchor_site"].to_pylist(), posts["anchor_id"].to_pylist(),
                            strict=True)])

@@ -1,6 +1,6 @@
-"""``make-shards --out s3://bucket/ds/``: build in a local staging folder, upload as shards finish.
+"""``make-shards --out s3://bucket/ds/``: build in a local upload folder, upload as shards finish.
 
-    local staging folder (the ``out`` of the build)        bucket (``RemoteOutput.storage``)
+    local upload folder (``--staging``; the ``out``)      bucket (``RemoteOutput.storage``)
       train/00000.tar, .parquet, _stats.json  ──upload──▶  train/00000.tar, .parquet, then stats
       (tar and parquet deleted once uploaded)
       tags.csv, manifest.json (incomplete)    ──upload──▶  at the start, unless a manifest of
@@ -10,8 +10,9 @@
 The bucket is the truth: a shard counts as done when its stats object is there and the tar and
 parquet objects have the sizes the stats record, so a rerun after kill -9 (on this machine or
 another) skips every uploaded shard and rebuilds the rest. The build record of the remote
-manifest is checked like a local folder's (:mod:`.shard_output`). Credentials are the storage
-library's business (:mod:`shards.storage`); nothing here sees them.
+manifest is checked like a local folder's (:mod:`.output`). Credentials are the storage
+library's business (:mod:`shards.storage`); nothing here sees them. The upload folder is not
+the first-pass cache (``out/.stage/``, :mod:`.first_pass`).
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ from typing import Any
 from shards.format import FORMAT_NAME, MANIFEST, SPLITS, TAGS, ShardPaths
 from shards.storage import Storage, StorageError
 
-from .errors import InputError, SettingsError
-from .pause import pause_point
-from .shard_output import clear_output, describe_difference
+from ..errors import InputError, SettingsError
+from ..pause import pause_point
+from .output import clear_output, describe_difference
 
 log = logging.getLogger(__name__)
 
 
-def staging_dir(url: str) -> Path:
-    """The default local staging folder of an output URL (one per URL, reused on resume)."""
+def default_upload_dir(url: str) -> Path:
+    """The default local upload folder (``--staging``) of an output URL: one per URL under
+    the temp dir, reused on resume."""
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "booru-tagger-staging" / digest
 
@@ -62,10 +64,10 @@ class RemoteOutput:
         except OSError as exc:
             raise StorageError(f"cannot read {self.storage.location(name)}: {exc}") from None
 
-    def prepare(self, staging: Path, build: dict[str, Any], overwrite: bool) -> bool:
-        """Check the bucket folder like :func:`.shard_output.prepare_output`; True when it
-        resumes the same build. Empties ``staging`` (the bucket is the truth)."""
-        clear_output(staging)
+    def prepare(self, upload_dir: Path, build: dict[str, Any], overwrite: bool) -> bool:
+        """Check the bucket folder like :func:`.output.prepare_output`; True when it
+        resumes the same build. Empties ``upload_dir`` (the bucket is the truth)."""
+        clear_output(upload_dir)
         data = self._get(MANIFEST)
         old: dict[str, Any] = {}
         if data is not None:
@@ -93,15 +95,15 @@ class RemoteOutput:
             self.storage.delete(name)
         return False
 
-    def begin(self, staging: Path) -> None:
+    def begin(self, upload_dir: Path) -> None:
         """Upload tags.csv and the incomplete manifest (records the build for a resume)."""
         if not self._same_build:
-            self.storage.put(staging / TAGS, TAGS)
-            self.storage.put(staging / MANIFEST, MANIFEST)
+            self.storage.put(upload_dir / TAGS, TAGS)
+            self.storage.put(upload_dir / MANIFEST, MANIFEST)
 
-    def done(self, staging: Path, split: str, name: str) -> bool:
+    def done(self, upload_dir: Path, split: str, name: str) -> bool:
         """True when the shard is complete in the bucket; then its stats are copied into
-        ``staging`` for the manifest."""
+        ``upload_dir`` for the manifest."""
         data = self._get(f"{split}/{name}_stats.json")
         if data is None:
             return False
@@ -113,18 +115,18 @@ class RemoteOutput:
         for ext, size in sizes.items():
             if self.storage.size(f"{split}/{name}.{ext}") != size:
                 return False
-        local = ShardPaths.of(staging / split, name).stats
+        local = ShardPaths.of(upload_dir / split, name).stats
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
         return True
 
-    def put_shard(self, staging: Path, split: str, name: str) -> None:
+    def put_shard(self, upload_dir: Path, split: str, name: str) -> None:
         """Start uploading a finished shard in the background (one at a time, so the next
         shard is built meanwhile); raises the error of the previous upload, if any."""
         self.wait()
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
-        self._pending = self._uploader.submit(self._upload_shard, staging, split, name)
+        self._pending = self._uploader.submit(self._upload_shard, upload_dir, split, name)
 
     def wait(self) -> None:
         """Wait for the upload in progress; raises its error."""
@@ -132,19 +134,19 @@ class RemoteOutput:
         if pending is not None:
             pending.result()
 
-    def _upload_shard(self, staging: Path, split: str, name: str) -> None:
+    def _upload_shard(self, upload_dir: Path, split: str, name: str) -> None:
         """Upload a finished shard, stats last, and drop its local tar and parquet."""
-        paths = ShardPaths.of(staging / split, name)
+        paths = ShardPaths.of(upload_dir / split, name)
         for path in (paths.tar, paths.parquet, paths.stats):
             self.storage.put(path, f"{split}/{path.name}")
         paths.tar.unlink()
         paths.parquet.unlink()
         pause_point("shard-uploaded")
 
-    def finish(self, staging: Path) -> None:
-        """Upload tags.csv (when new) and the final manifest, last; empty ``staging``."""
+    def finish(self, upload_dir: Path) -> None:
+        """Upload tags.csv (when new) and the final manifest, last; empty ``upload_dir``."""
         self.wait()
-        if self.storage.size(TAGS) != (staging / TAGS).stat().st_size:
-            self.storage.put(staging / TAGS, TAGS)
-        self.storage.put(staging / MANIFEST, MANIFEST)
-        clear_output(staging)  # only stats and the manifest were left there
+        if self.storage.size(TAGS) != (upload_dir / TAGS).stat().st_size:
+            self.storage.put(upload_dir / TAGS, TAGS)
+        self.storage.put(upload_dir / MANIFEST, MANIFEST)
+        clear_output(upload_dir)  # only stats and the manifest were left there

@@ -1,24 +1,25 @@
-"""The first pass of ``make-shards``: every candidate picture prepared once, hashed, staged.
+"""The first pass of ``make-shards``: every candidate picture prepared once, hashed, cached.
 
-    candidate posts -> stat each file -> staged? (same path, size, mtime) -> reuse
-                                      -> else stage_item in the ImagePool workers: the one
+    candidate posts -> stat each file -> cached? (same path, size, mtime) -> reuse
+                                      -> else cache_item in the ImagePool workers: the one
                                          image preparation (decode, resize, pad), the pHash of
-                                         the resized picture (:func:`.phash.phash_prepared`)
+                                         the resized picture (:func:`..phash.phash_prepared`)
                                          and the encoded shard image
-    -> groups and splits (:mod:`.curation`) -> shards assembled from the staged images
+    -> groups and splits (:mod:`..curation`) -> shards assembled from the cached images
 
 The split must be known before a shard is written and depends on the near-duplicate groups,
 so every picture is seen before the first shard. Doing the shard's work in that pass (and
-keeping its result) means no picture is decoded twice: the hash of the already resized picture
-costs about 1 % of the per-image time (docs/BENCHMARKS.md), where a separate hashing decode
-cost 64 %. The stage lives in ``out/.stage/<settings digest>/``, in immutable Arrow (feather)
-parts of at most ``part_rows`` rows: ``part-X.feather`` (path, size, mtime, status, hash,
-sizes) and ``part-X.images.feather`` (the encoded bytes, uncompressed so they are read
-memory-mapped), each written to a temporary name and renamed, images first. After a kill -9
-the rerun reuses every finished part; a finished build drops the images and keeps the rest,
-so its rerun neither decodes nor hashes. A picture whose images are gone is prepared again
-when a shard needs it. Without ``keep_images`` (the Ray engine, a build split over nodes,
-whose shards are made elsewhere) the pass prepares and hashes but neither encodes nor keeps.
+keeping its result in the *first-pass cache*) means no picture is decoded twice: the hash of
+the already resized picture costs about 1 % of the per-image time (docs/BENCHMARKS.md), where
+a separate hashing decode cost 64 %. The cache lives in ``out/.stage/<settings digest>/``, in
+immutable Arrow (feather) parts of at most ``part_rows`` rows: ``part-X.feather`` (path, size,
+mtime, status, hash, sizes) and ``part-X.images.feather`` (the encoded bytes, uncompressed so
+they are read memory-mapped), each written to a temporary name and renamed, images first.
+After a kill -9 the rerun reuses every finished part; a finished build drops the images and
+keeps the rest, so its rerun neither decodes nor hashes. A picture whose images are gone is
+prepared again when a shard needs it. Without ``keep_images`` (the Ray engine, a build split
+over nodes, whose shards are made elsewhere) the pass prepares and hashes but neither encodes
+nor keeps. (The first-pass cache is not the upload folder, ``--staging``, of :mod:`.upload`.)
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ from tqdm import tqdm
 
 from cli_kit.disk_full import writing
 
-from .image_pool import ImagePool, Item, Result, process_item
-from .imaging import EncodedImage, ImageRejected, ImageSettings, encode, prepare_picture
-from .pause import pause_point
-from .phash import FileHash, phash_prepared
-from .sources import read_source, stat_sources
+from ..image_pool import ImagePool, Item, Result, process_item
+from ..imaging import EncodedImage, ImageRejected, ImageSettings, encode, prepare_picture
+from ..pause import pause_point
+from ..phash import FileHash, phash_prepared
+from ..sources import read_source, stat_sources
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = ".stage"
+FIRST_PASS_DIR = ".stage"  # the cache folder in out/ (the name on disk, kept for resumes)
 PART_ROWS = 4096
 BATCH = 8
 OPEN_PARTS = 32  # image parts kept memory-mapped at once
@@ -64,7 +65,7 @@ _Stat = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Staged:
+class CachedPicture:
     """One picture after the first pass: its status, message, FileHash and shard image."""
 
     status: str
@@ -73,22 +74,22 @@ class Staged:
     encoded: EncodedImage | None
 
 
-_Work = tuple[str, str | None, Staged | None]
+_Work = tuple[str, str | None, CachedPicture | None]
 
 
-def stage_item(item: Item, settings: ImageSettings) -> _Work:
+def cache_item(item: Item, settings: ImageSettings) -> _Work:
     """ImagePool work function: prepare, hash and encode one item, as ``process_item`` would
     (same statuses and messages); failures become a status, never an exception. A file that
-    cannot be read now gets no Staged (not kept: it may be readable at the next run)."""
-    return _stage(item, settings, keep=True)
+    cannot be read now gets no CachedPicture (not kept: it may be readable at the next run)."""
+    return _first_pass(item, settings, keep=True)
 
 
 def hash_item(item: Item, settings: ImageSettings) -> _Work:
-    """:func:`stage_item` without the encoding (the shards are made elsewhere)."""
-    return _stage(item, settings, keep=False)
+    """:func:`cache_item` without the encoding (the shards are made elsewhere)."""
+    return _first_pass(item, settings, keep=False)
 
 
-def _stage(item: Item, settings: ImageSettings, keep: bool) -> _Work:
+def _first_pass(item: Item, settings: ImageSettings, keep: bool) -> _Work:
     try:
         data = read_source(item[0]) if item[0] is not None else None
     except OSError:
@@ -112,21 +113,22 @@ def _stage(item: Item, settings: ImageSettings, keep: bool) -> _Work:
         except (OSError, ValueError) as exc:
             text = str(exc).strip() or type(exc).__name__
             return _failed("failed_corrupt", f"cannot encode: {type(exc).__name__}: {text}"[:300])
-    return "success", None, Staged("success", None, found, encoded)
+    return "success", None, CachedPicture("success", None, found, encoded)
 
 
-def _failed(status: str, message: str) -> tuple[str, str, Staged]:
-    return status, message, Staged(status, message, FileHash(None, None, None, message), None)
+def _failed(status: str, message: str) -> tuple[str, str, CachedPicture]:
+    return status, message, CachedPicture(status, message, FileHash(None, None, None, message),
+                                          None)
 
 
 def settings_digest(settings: ImageSettings) -> str:
-    """16 hex characters naming the stage of these image settings."""
+    """16 hex characters naming the cache folder of these image settings."""
     text = json.dumps(asdict(settings), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class Stage:
-    """The staged pictures of one ``out/`` and image settings (see the module docstring)."""
+class FirstPassCache:
+    """The first-pass cache of one ``out/`` and image settings (see the module docstring)."""
 
     def __init__(self, root: Path, settings: ImageSettings, keep_images: bool = True,
                  part_rows: int = PART_ROWS):
@@ -135,12 +137,12 @@ class Stage:
         self.settings = settings
         self.keep_images = keep_images
         self.part_rows = max(1, part_rows)
-        self._where: dict[str, tuple[str, int, Staged]] = {}  # path -> (part, row, staged)
+        self._where: dict[str, tuple[str, int, CachedPicture]] = {}  # path -> (part, row, cached)
         self._open: OrderedDict[str, pa.Table] = OrderedDict()
 
     def run(self, paths: list[str | None], workers: int = 1,
             progress: bool = False) -> list[FileHash]:
-        """The FileHash of every path (None: an unsafe path), in order, staging what is new.
+        """The FileHash of every path (None: an unsafe path), in order, caching what is new.
 
         Unreadable files get ``phash=None`` and an ``error``; nothing here raises for a bad file.
         """
@@ -153,26 +155,26 @@ class Stage:
                 out[i] = FileHash(None, None, None, "unsafe image_path" if path is None
                                   else "cannot read the file")
             elif path in known and known[path][0] == stat:
-                part, row, staged = known[path][1]
-                out[i] = staged.found
-                self._where[path] = (part, row, staged)
+                part, row, cached = known[path][1]
+                out[i] = cached.found
+                self._where[path] = (part, row, cached)
             else:
                 todo.append(i)
-        log.info("first pass: %d of %d pictures staged before, %d to prepare",
+        log.info("first pass: %d of %d pictures cached before, %d to prepare",
                  len(paths) - len(todo), len(paths), len(todo))
-        work = stage_item if self.keep_images else hash_item
-        rows: list[tuple[str, _Stat, Staged]] = []
+        work = cache_item if self.keep_images else hash_item
+        rows: list[tuple[str, _Stat, CachedPicture]] = []
         items = ((paths[i], paths[i] or "") for i in todo)
         with ImagePool(self.settings, workers, batch=BATCH, process=work) as pool, \
                 tqdm(total=len(todo), unit="img", desc="first pass",
                      disable=not progress) as bar:
-            for i, (_, message, staged) in zip(todo, pool.map(items), strict=True):
-                if staged is None:  # unreadable now, or a worker died: the shard pass retries
+            for i, (_, message, cached) in zip(todo, pool.map(items), strict=True):
+                if cached is None:  # unreadable now, or a worker died: the shard pass retries
                     out[i] = FileHash(None, None, None, message)
                     bar.update()
                     continue
-                out[i] = staged.found
-                rows.append((paths[i], stats[i], staged))  # type: ignore[arg-type]
+                out[i] = cached.found
+                rows.append((paths[i], stats[i], cached))  # type: ignore[arg-type]
                 if len(rows) >= self.part_rows:
                     self._write(rows)
                     rows = []
@@ -181,15 +183,15 @@ class Stage:
         return [f if f is not None else FileHash(None, None, None, "not hashed") for f in out]
 
     def forget_others(self) -> None:
-        """Delete the stages of other image settings (once this build goes ahead)."""
+        """Delete the caches of other image settings (once this build goes ahead)."""
         if self.root.is_dir():
             for other in self.root.iterdir():
                 if other != self.directory:
                     shutil.rmtree(other, ignore_errors=True)
 
-    def _load(self) -> dict[str, tuple[_Stat, tuple[str, int, Staged]]]:
-        """What earlier runs staged with these settings."""
-        known: dict[str, tuple[_Stat, tuple[str, int, Staged]]] = {}
+    def _load(self) -> dict[str, tuple[_Stat, tuple[str, int, CachedPicture]]]:
+        """What earlier runs cached with these settings."""
+        known: dict[str, tuple[_Stat, tuple[str, int, CachedPicture]]] = {}
         if not self.directory.is_dir():
             return known
         for stale in self.directory.glob(".part-*.tmp"):  # a run killed mid-write (out/ is locked)
@@ -200,7 +202,7 @@ class Stage:
             try:
                 rows = feather.read_table(part).cast(STAGE_SCHEMA).to_pylist()
             except (pa.ArrowException, OSError) as exc:
-                log.warning("ignoring unreadable stage part %s (%s)", part, exc)
+                log.warning("ignoring unreadable first-pass cache part %s (%s)", part, exc)
                 continue
             for k, r in enumerate(rows):
                 found = FileHash(r["phash"], r["width"], r["height"], r["message"])
@@ -209,11 +211,11 @@ class Stage:
                     encoded = EncodedImage(b"", r["out_width"], r["out_height"], r["width"],
                                            r["height"])
                 known[r["path"]] = ((r["size"], r["mtime_ns"]),
-                                    (part.name, k, Staged(r["status"], r["message"], found,
+                                    (part.name, k, CachedPicture(r["status"], r["message"], found,
                                                           encoded)))
         return known
 
-    def _write(self, rows: list[tuple[str, _Stat, Staged]]) -> None:
+    def _write(self, rows: list[tuple[str, _Stat, CachedPicture]]) -> None:
         """Add one immutable part: the images, then the rows (temporary names, then renames)."""
         if not rows:
             return
@@ -231,9 +233,9 @@ class Stage:
             "out_height": s.encoded.height if s.encoded else None,
         } for path, stat, s in rows], schema=STAGE_SCHEMA)
         self._put(table, f"{name}.feather")
-        for k, (path, _, staged) in enumerate(rows):
-            self._where[path] = (f"{name}.feather", k, staged)
-        pause_point("stage-part")
+        for k, (path, _, cached) in enumerate(rows):
+            self._where[path] = (f"{name}.feather", k, cached)
+        pause_point("first-pass-part")
 
     def _put(self, table: pa.Table, name: str) -> None:
         tmp = self.directory / f".{name}.tmp"
@@ -259,33 +261,33 @@ class Stage:
         return table
 
     def has(self, path: str | None) -> bool:
-        """Whether the shard result of ``path`` is staged (else it must be processed)."""
+        """Whether the shard result of ``path`` is cached (else it must be processed)."""
         where = self._where.get(path) if path is not None else None
         if where is None:
             return False
-        part, _, staged = where
-        return staged.status != "success" or (
-            staged.encoded is not None and self._images(part) is not None)
+        part, _, cached = where
+        return cached.status != "success" or (
+            cached.encoded is not None and self._images(part) is not None)
 
     def result(self, path: str) -> Result:
-        """The staged shard result of ``path`` (call :meth:`has` first)."""
-        part, row, staged = self._where[path]
-        if staged.status != "success" or staged.encoded is None:
-            return staged.status, staged.message, None
+        """The cached shard result of ``path`` (call :meth:`has` first)."""
+        part, row, cached = self._where[path]
+        if cached.status != "success" or cached.encoded is None:
+            return cached.status, cached.message, None
         data = self._images(part).column("data")[row].as_py()  # type: ignore[union-attr]
-        e = staged.encoded
+        e = cached.encoded
         return "success", None, EncodedImage(data, e.width, e.height, e.original_width,
                                              e.original_height)
 
     def results(self, items: Iterable[Item], pool: ImagePool) -> Iterator[Result]:
-        """Results of ``items`` in order: staged ones read back, the others from ``pool``."""
+        """Results of ``items`` in order: cached ones read back, the others from ``pool``."""
         ahead, behind = tee(items)
         fresh = pool.map(item for item in ahead if not self.has(item[0]))
         for item in behind:
             yield self.result(item[0]) if self.has(item[0]) else next(fresh)  # type: ignore
 
     def drop_images(self) -> None:
-        """Delete the staged images (after a finished build); the hashes stay."""
+        """Delete the cached images (after a finished build); the hashes stay."""
         self._open.clear()
         for path in self.directory.glob("part-*.images.feather"):
             path.unlink(missing_ok=True)
