@@ -161,4 +161,10 @@ def test_a_finished_run_that_kept_its_best_resumes(whole, shards, tmp_path):
     shutil.copytree(whole, tmp_path / "run")
     Run(_settings(shards, tmp_path / "run", resume=True)).fit()
     _assert_same_run(tmp_path / "run", whole)
-    assert (tmp_path / "run" / "checkpoints" / "best.safetensors").exists()
+    best = tmp_path / "run" / "checkpoints" / "best.safetensors"
+    assert best.read_bytes() == (whole / "model.safetensors").read_bytes()
+    # a run finished by the version that moved best.safetensors onto model.safetensors
+    best.unlink()
+    Run(_settings(shards, tmp_path / "run", resume=True)).fit()
+    _assert_same_run(tmp_path / "run", whole)
+    assert best.read_bytes() == (whole / "model.safetensors").read_bytes()

@@ -409,9 +409,9 @@ class Run:
                         "is read in a different order", state.streams, saved["streams"],
                         state.epoch)
         checkpoint.set_rng_state(saved["rng"])
+        self._recover_best_weights()
         if distributed.is_main():
             self._drop_metrics_after(state.step)
-            self._recover_best_weights()
         log.info("resumed from %s at step %d (epoch %d, batch %d)", self.ckpt, state.step,
                  state.epoch, state.batches_in_epoch)
 
@@ -436,20 +436,22 @@ class Run:
 
     def _recover_best_weights(self) -> None:
         """A run finished by an older version moved best.safetensors onto model.safetensors;
-        when eval.json says that model is the remembered best, copy it back."""
+        when eval.json says that model is the remembered best, rank 0 copies it back (every
+        rank reads the shared --out, so all agree on the best)."""
         best, model = self._best_weights(), self.out / "model.safetensors"
-        if self.s.keep != "best" or not self.best or best.exists() or not model.exists():
+        if self.s.keep != "best" or not self.best or best.exists():
             return
         report = self.out / "eval.json"
         done = json.loads(report.read_text()) if report.exists() else {}
-        if done.get("kept") == "best" and done.get("kept_step") == self.best.get("step"):
-            write_bytes_atomic(best, model.read_bytes())
-            write_json_atomic(self._best_report(),
-                              {k: v for k, v in done.items() if k not in _RUN_KEYS})
-        else:
+        if (not model.exists() or done.get("kept") != "best"
+                or done.get("kept_step") != self.best.get("step")):
             log.warning("--resume: %s is missing; the best evaluation (step %d) is forgotten",
                         best, self.best["step"])
             self.best = {}
+        elif distributed.is_main():
+            write_bytes_atomic(best, model.read_bytes())
+            write_json_atomic(self._best_report(),
+                              {k: v for k, v in done.items() if k not in _RUN_KEYS})
 
     def _init_from(self, model, source: Path) -> None:
         """Start from another run's model: for a run folder, the model it kept and exported
