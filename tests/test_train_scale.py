@@ -191,3 +191,59 @@ def test_a_brace_pattern_of_shard_urls(http_shards, shards, tmp_path):
     assert set(trained) == _keys_of(shards / "train") and len(trained) == 16 * steps
     with pytest.raises(Exception, match="needs --tags"):
         Run(TrainSettings(shards=pattern, out=str(tmp_path / "r2"), **BASE)).fit()
+
+
+@pytest.mark.heavy
+def test_two_ranks_resumed_at_the_leftover_step_and_mid_epoch_equal_the_whole_run(tmp_path):
+    # --keep best, EMA and 3 micro-batches a step at 2 ranks (4 batches of 16 per rank and
+    # epoch: steps after micro-batches 3 and 4, the leftover): a fault right after the
+    # checkpoint of the epoch's leftover step (2), then --max-steps mid-epoch (3), then
+    # resumed to the end, the run ends as the uninterrupted one: weights bit for bit, kept
+    # model and step, metrics rows
+    import csv
+
+    from safetensors.torch import load_file
+    shards = emulator_shards(tmp_path / "shards", posts=130, size=16)
+    args = ["--stream", "--shards", str(shards), "--arch", "mobilenet_v3_small", "--weights",
+            "none", "--image-size", "16", "--epochs", "3", "--batch-size", "16", "--workers",
+            "0", "--shuffle-buffer", "100", "--lr", "0.01", "--grad-accum", "3", "--ema",
+            "0.8", "--keep", "best", "--eval-every", "2", "--checkpoint-every", "1", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    crash = tmp_path / "crash_after_step.py"        # both ranks stop after the step's hook
+    crash.write_text(
+        "import sys\nimport train.run\nfrom train.entry import train_main\n"
+        "class Crashing(train.run.Run):\n"
+        "    def _on_step(self):\n"
+        "        stop = super()._on_step()\n"
+        "        if self.state.step == 2:\n"
+        "            raise SystemExit(3)\n"
+        "        return stop\n"
+        "train.run.Run = Crashing\nsys.exit(train_main(sys.argv[1:]))\n")
+    for out, command, code in (("whole", ["-m", "train"], 0), ("cut", [str(crash)], 3),
+                               ("cut", ["-m", "train", "--resume", "--max-steps", "3"], 0),
+                               ("cut", ["-m", "train", "--resume"], 0)):
+        result = subprocess.run(_two_ranks(*command, *args, "--out", str(tmp_path / out)),
+                                capture_output=True, text=True, timeout=600, env=env)
+        assert (result.returncode == 0) == (code == 0), result.stderr[-3000:]
+        if code:
+            saved = torch.load(tmp_path / out / "checkpoints" / "last.pt", weights_only=True)
+            assert (saved["step"], saved["epoch"], saved["batches_in_epoch"]) == (2, 0, 4)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert json.loads((whole / "config.json").read_text())["total_steps"] == 6
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    last_a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
+    last_b = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert (last_b["step"], last_b["images"]) == (last_a["step"], last_a["images"]) == (6, 192)
+    for part in ("model", "ema"):
+        assert all(torch.equal(v, last_b[part][k]) for k, v in last_a[part].items()), part
+    report_a = json.loads((whole / "eval.json").read_text())
+    report_b = json.loads((cut / "eval.json").read_text())
+    assert {k: report_b[k] for k in ("kept", "kept_step", "mAP")} == \
+        {k: report_a[k] for k in ("kept", "kept_step", "mAP")}
+
+    def rows(run):
+        with (run / "metrics.csv").open(newline="") as f:
+            return [{k: v for k, v in r.items() if k not in {"images_per_s", "data_wait"}}
+                    for r in csv.DictReader(f)]
+    assert [r["step"] for r in rows(whole)] == ["2", "4", "6"] and rows(cut) == rows(whole)

@@ -31,6 +31,7 @@ class StepState:
     step: int = 0                 # optimizer steps taken
     epoch: int = 0
     batches_in_epoch: int = 0     # micro-batches done in the current epoch
+    epoch_loss: float = 0.0       # their summed loss (the epoch's mean survives a resume)
     images: int = 0
     streams: int = 1              # ranks x workers the data position refers to
     world: int = 1                # ranks (batches_in_epoch counts one rank's batches)
@@ -64,12 +65,13 @@ def autocast(device: torch.device, precision: str):
 
 
 def train_one_epoch(model: nn.Module, loader, state: StepState, loop: Loop) -> dict:
-    """One pass over `loader`. Returns mean loss, images/s and the data-wait share.
-    `loop.on_step()` returning True stops the epoch early (the run is stopping)."""
+    """One pass over `loader`. Returns the epoch's mean loss (over the batches before a
+    resume too), images/s and the data-wait share. `loop.on_step()` returning True stops the
+    epoch early (the run is stopping)."""
     model.train()
     start = time.perf_counter()
     progress = _Progress(start)
-    losses: list[float] = []
+    pending = 0                                # micro-batches since the last optimizer step
     images = 0
     t_data = time.perf_counter()
     stopped = False
@@ -80,30 +82,33 @@ def train_one_epoch(model: nn.Module, loader, state: StepState, loop: Loop) -> d
         synced = (state.batches_in_epoch + 1) % loop.grad_accum == 0
         with _accumulating(model, synced):
             value = _forward_backward(model, x, y, loop)
-        losses.append(value)
+        pending += 1
+        state.epoch_loss += value
         images += len(y)
         state.batches_in_epoch += 1
         state.images += len(y)
         progress.add(value, len(y))
         if state.batches_in_epoch % loop.grad_accum == 0:
             _optimizer_step(model, state, loop)
+            pending = 0
             progress.log(state, loop)
             if loop.on_step is not None and loop.on_step():
                 stopped = True
                 break
         t_data = time.perf_counter()
-    leftover = state.batches_in_epoch % loop.grad_accum
-    if leftover and not stopped:
+    # A resume at the epoch's last, leftover step finds its step already taken: no gradients.
+    if pending and not stopped:
         if hasattr(model, "no_sync"):          # their backward passes ran in no_sync()
             distributed.average_gradients(model)
         for p in model.parameters():           # the mean over the micro-batches there were
             if p.grad is not None:
-                p.grad.mul_(loop.grad_accum / leftover)
+                p.grad.mul_(loop.grad_accum / pending)
         _optimizer_step(model, state, loop)
         if loop.on_step is not None:
             loop.on_step()
     elapsed = time.perf_counter() - start
-    return {"train_loss": float(np.mean(losses)) if losses else float("nan"),
+    done = state.batches_in_epoch
+    return {"train_loss": state.epoch_loss / done if done else float("nan"),
             "images_per_s": images / max(elapsed, 1e-9),
             "data_wait": progress.total_wait / max(elapsed, 1e-9)}
 

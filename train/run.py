@@ -13,6 +13,7 @@ checkpoint with `resume`), `_train()` (epoch by epoch, evaluating and checkpoint
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -49,16 +50,20 @@ from .tensorboard_log import Board, settings_block
 
 log = logging.getLogger(__name__)
 
+# What `_finish` adds to the evaluation report in eval.json (not part of the evaluation).
+_RUN_KEYS = {"step", "epoch", "task", "world_size", "skipped_samples", "kept", "kept_step"}
 
-def resolve_precision(requested: str, device: torch.device, bf16_supported=None) -> str:
-    """`auto`: bf16 on a GPU that supports it, fp16 (with a GradScaler) on an older GPU,
-    fp32 on CPU; any other value as asked."""
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`auto`: bf16 on a GPU with native bf16 (compute capability 8.0 or later: A100, L4,
+    H100, RTX 30xx and newer), fp16 (with a GradScaler) on an older GPU (T4, V100, where bf16
+    is only emulated), fp32 on CPU; any other value as asked."""
     if requested != "auto":
         return requested
     if device.type != "cuda":
         return "fp32"
-    supported = bf16_supported or torch.cuda.is_bf16_supported
-    return "bf16" if supported() else "fp16"
+    # Not torch.cuda.is_bf16_supported(): its default counts emulated bf16 as support.
+    return "bf16" if tuple(torch.cuda.get_device_capability(device)) >= (8, 0) else "fp16"
 
 
 class Run:
@@ -233,6 +238,7 @@ class Run:
                        else None)
         self.state = StepState(streams=self.world * max(1, s.workers), world=self.world)
         self.best: dict = {}
+        self._last_eval: tuple[int, dict] = (-1, {})   # (step, report) of the latest evaluation
 
     def _resume(self) -> None:
         found = self.s.resume and self.ckpt.exists()
@@ -257,10 +263,10 @@ class Run:
         if s.head_warmup_steps and state.step == s.head_warmup_steps:
             log.info("step %d: head warm-up done, the backbone trains too", state.step)
         self.board.step(state.step, state.images, self.optimizer)
-        if s.checkpoint_every and state.step % s.checkpoint_every == 0:
-            self._save()
         if s.eval_every and state.step % s.eval_every == 0:
             self._record(self._validate(), {})
+        if s.checkpoint_every and state.step % s.checkpoint_every == 0:
+            self._save()                    # after the evaluation: it holds this step's best
         return state.step >= self.stop_at
 
     def _train(self) -> None:
@@ -277,18 +283,24 @@ class Run:
                 break
             state.epoch += 1
             state.batches_in_epoch = 0
-            self._save()
+            state.epoch_loss = 0.0
             if not s.eval_every:
                 self._record(self._validate(), stats)
+            self._save()                    # after the evaluation: it holds this step's best
 
     def _finish(self) -> dict:
-        """The last evaluation; rank 0 exports the kept model and writes eval.json."""
+        """The last evaluation; rank 0 exports the kept model and writes eval.json.
+
+        The evaluations that compete for `--keep best` are the scheduled ones (every epoch or
+        `--eval-every` steps) and the one at the run's planned end. A run cut short by
+        `--max-steps` evaluates its last model and keeps the better of it and the best, but
+        does not remember that evaluation: resumed, it keeps what an uninterrupted run keeps."""
+        state = self.state
+        final = self._validate(compete=state.step >= self.total)
         self._save()
-        final = self._validate()
         kept = "last"
         if self.s.keep == "best" and self.best and final.get("mAP", -1) < self.best["mAP"]:
             kept, final = "best", json.loads(self._best_report().read_text())
-        state = self.state
         final.update({"step": state.step, "epoch": state.epoch, "task": self.task,
                       "world_size": self.world,
                       "skipped_samples": int(self.train_ds.errors.sum()),
@@ -297,7 +309,9 @@ class Run:
         if distributed.is_main():
             write_json_atomic(self.out / "eval.json", final)
             if kept == "best":
-                self._best_weights().replace(self.out / "model.safetensors")
+                # A copy: best.safetensors stays, for a resumed run to fall back on.
+                write_bytes_atomic(self.out / "model.safetensors",
+                                   self._best_weights().read_bytes())
                 log.info("kept the model of step %d (mAP %.4f), the best evaluated",
                          self.best["step"], self.best["mAP"])
             else:
@@ -308,10 +322,14 @@ class Run:
     def _eval_model(self):
         return self.ema.module if self.ema is not None else self.model
 
-    def _validate(self) -> dict:
-        """Evaluate on every rank's share; rank 0 scores all rows once; all get the report."""
+    def _validate(self, compete: bool = True) -> dict:
+        """Evaluate on every rank's share; rank 0 scores all rows once; all get the report.
+        With `compete`, the evaluation is a candidate for `--keep best`. A second call at
+        the same step (the run's end after an epoch's) reuses the first one's report."""
         if self.val_ds is None:
             return {}
+        if self._last_eval[0] == self.state.step:
+            return dict(self._last_eval[1])
         distributed.broadcast_buffers(self._eval_model())
         sc, tg, loss_sum, n = evaluate(self._eval_model(), self._loader(self.val_ds, 0, False),
                                        self.loss_fn, self.device, self.task, self.precision,
@@ -329,7 +347,9 @@ class Run:
                            self.s.min_support)
             report["val_loss"] = loss_sum / max(n, 1)
         report = distributed.broadcast(report)
-        self._note_best(report)
+        self._last_eval = (self.state.step, dict(report))
+        if compete:
+            self._note_best(report)
         return report
 
     def _note_best(self, report: dict) -> None:
@@ -366,7 +386,8 @@ class Run:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": state.step, "epoch": state.epoch, "batches_in_epoch": state.batches_in_epoch,
-            "images": state.images, "streams": state.streams, "world": state.world,
+            "epoch_loss": state.epoch_loss, "images": state.images, "streams": state.streams,
+            "world": state.world,
             "best": self.best, "rng": checkpoint.rng_state()})
 
     def _restore(self) -> None:
@@ -382,40 +403,96 @@ class Run:
         self.best = dict(saved.get("best") or {})
         state.step, state.epoch = saved["step"], saved["epoch"]
         state.batches_in_epoch, state.images = saved["batches_in_epoch"], saved["images"]
+        state.epoch_loss = float(saved.get("epoch_loss", 0.0))
         if saved.get("streams", state.streams) != state.streams:
             # Another world size or worker count: the epoch goes on from the same share of
             # its samples, in a new order (exact continuation needs the same layout).
-            world_before = saved.get("world", 1)
+            world_before, before = saved.get("world", 1), state.batches_in_epoch
             state.batches_in_epoch = state.batches_in_epoch * world_before // state.world
+            if before:
+                state.epoch_loss *= state.batches_in_epoch / before
             log.warning("resuming with %d ranks x workers instead of %d: the rest of epoch %d "
                         "is read in a different order", state.streams, saved["streams"],
                         state.epoch)
         checkpoint.set_rng_state(saved["rng"])
+        self._recover_best_weights()
+        if distributed.is_main():
+            self._drop_metrics_after(state.step)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", self.ckpt, state.step,
                  state.epoch, state.batches_in_epoch)
 
-    def _init_from(self, model, source: Path) -> None:
-        path = source / "checkpoints" / "last.pt" if source.is_dir() else source
-        if not path.exists() and source.is_dir():
-            path = source / "model.safetensors"
+    def _drop_metrics_after(self, step: int) -> None:
+        """Drop the metrics.csv rows of steps after the checkpoint (written before a crash
+        that came ahead of the next checkpoint); the resumed run writes them again."""
+        path = self.out / "metrics.csv"
         if not path.exists():
-            raise TrainError(f"--init-from {source}: no checkpoint or model.safetensors there")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            saved = checkpoint.load(path)
-            which = "EMA" if saved.get("ema") else "raw"
-            state = saved["model"]
-            if saved.get("ema"):        # the weights that were evaluated and exported
-                state = {k[len("module."):]: v for k, v in saved["ema"].items()
-                         if k.startswith("module.")}
-            log.info("init from %s: the %s weights", path, which)
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(r["step"]) <= step]
+        if len(kept) == len(rows) or not rows:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+        write_bytes_atomic(path, buffer.getvalue().encode())
+        log.info("metrics.csv: dropped %d rows after step %d, the checkpoint's",
+                 len(rows) - len(kept), step)
+
+    def _recover_best_weights(self) -> None:
+        """A run finished by an older version moved best.safetensors onto model.safetensors;
+        when eval.json says that model is the remembered best, rank 0 copies it back (every
+        rank reads the shared --out, so all agree on the best)."""
+        best, model = self._best_weights(), self.out / "model.safetensors"
+        if self.s.keep != "best" or not self.best or best.exists():
+            return
+        report = self.out / "eval.json"
+        done = json.loads(report.read_text()) if report.exists() else {}
+        if (not model.exists() or done.get("kept") != "best"
+                or done.get("kept_step") != self.best.get("step")):
+            log.warning("--resume: %s is missing; the best evaluation (step %d) is forgotten",
+                        best, self.best["step"])
+            self.best = {}
+        elif distributed.is_main():
+            write_bytes_atomic(best, model.read_bytes())
+            write_json_atomic(self._best_report(),
+                              {k: v for k, v in done.items() if k not in _RUN_KEYS})
+
+    def _init_from(self, model, source: Path) -> None:
+        """Start from another run's model: for a run folder, the model it kept and exported
+        (model.safetensors: the EMA weights where it had EMA, the best evaluated with
+        `--keep best`); for an unfinished run, its last checkpoint's EMA or raw weights."""
+        state, path, which = self._init_state(source)
         loaded, skipped = transfer(model, state)
         if not loaded:
             raise TrainError(f"--init-from {source}: no layer fits this model")
-        log.info("init from %s: %d tensors loaded, %d skipped (%s)", path, len(loaded),
-                 len(skipped), ", ".join(skipped[:4]))
+        log.info("init from %s: %s; %d tensors loaded, %d skipped (%s)", path, which,
+                 len(loaded), len(skipped), ", ".join(skipped[:4]))
+
+    @staticmethod
+    def _init_state(source: Path) -> tuple[dict, Path, str]:
+        """The weights `--init-from` takes, their file, and which weights they are, in words."""
+        from safetensors.torch import load_file
+        kept = source / "model.safetensors"
+        if source.is_dir() and kept.exists():
+            config, report = source / "config.json", source / "eval.json"
+            ema = config.exists() and bool(json.loads(config.read_text()).get("ema"))
+            done = json.loads(report.read_text()) if report.exists() else {}
+            what = (f"the {done['kept']} evaluated model, step {done['kept_step']}"
+                    if "kept" in done else "the exported model")
+            return load_file(str(kept)), kept, f"{what} ({'EMA' if ema else 'raw'} weights)"
+        path = source / "checkpoints" / "last.pt" if source.is_dir() else source
+        if not path.exists():
+            raise TrainError(f"--init-from {source}: no model.safetensors or checkpoint there")
+        if path.suffix == ".safetensors":
+            return load_file(str(path)), path, "the weights of that file"
+        saved = checkpoint.load(path)
+        if saved.get("ema"):            # the weights that were evaluated and exported
+            state = {k[len("module."):]: v for k, v in saved["ema"].items()
+                     if k.startswith("module.")}
+            return state, path, f"the last checkpoint's EMA weights, step {saved.get('step')}"
+        return saved["model"], path, f"the last checkpoint's raw weights, step {saved.get('step')}"
 
     def _record(self, report: dict, stats: dict) -> None:
         if not distributed.is_main():
