@@ -48,11 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "brace pattern of tar URLs without a manifest")
     add_config_option(p)
     g = p.add_argument_group("model")
-    g.add_argument("--arch", dest="model", metavar="ARCH", help="torchvision backbone: "
-                   "resnet18/34/50/101, vgg16, vgg16_bn, ...")
+    g.add_argument("--arch", dest="model", metavar="ARCH", help="backbone: torchvision's "
+                   "(resnet50, vgg16, convnext_tiny, vit_b_16, swin_t, maxvit_t, ...) or "
+                   "timm:NAME (the [timm] extra); --list-archs lists them")
     add_deprecated_alias(g, "--model", "--arch", "model", metavar="ARCH")
-    g.add_argument("--weights", help="imagenet (downloaded once by torchvision), none, or a "
-                   "path to backbone weights")
+    g.add_argument("--list-archs", action="store_true",
+                   help="print the architectures offered and whether their ImageNet weights "
+                   "are on disk, then exit")
+    g.add_argument("--weights", help="imagenet (torchvision's or timm's, downloaded once), "
+                   "none, a .pth or .safetensors file, or a folder in timm's local-dir layout "
+                   "(config.json + model.safetensors); every backbone tensor must be filled")
+    g.add_argument("--weights-partial", action="store_true",
+                   help="load the tensors of --weights that fit instead of refusing a file "
+                   "with missing, unexpected or other-shaped tensors")
     g.add_argument("--head", choices=["linear", "mlp"],
                    help="linear: pool, dropout, linear; mlp: an alt-i2v-style BatchNorm "
                    "+ dropout MLP")
@@ -155,6 +163,10 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
 
 def run_training(args: argparse.Namespace) -> int:
     """Train as the flags say, then write the report; the exit code."""
+    if args.list_archs:
+        from .archs import print_archs
+        print_archs()
+        return 0
     settings = settings_from(args)
     from .run import Run
     report = Run(settings).fit()

@@ -11,8 +11,10 @@ from before this record get torchvision's ImageNet mean and std, resized bilinea
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torchvision.transforms import v2
@@ -69,3 +71,14 @@ class Normalization:
         """`apply` as a torchvision transform for a Compose."""
         return v2.Compose([v2.ToDtype(torch.float32, scale=True),
                            v2.Normalize(list(self.mean), list(self.std))])
+
+
+def recorded_in(source: Path) -> Normalization | None:
+    """The normalisation recorded by the run `source` (a run folder, or a checkpoint in its
+    checkpoints/), or None when it has no record (an older run, or a bare file)."""
+    folder = source if source.is_dir() else source.parent.parent
+    try:
+        record = json.loads((folder / "config.json").read_text()).get("normalization")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Normalization.from_record(record) if isinstance(record, dict) else None

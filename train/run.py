@@ -42,6 +42,7 @@ from .loop import Loop, StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
 from .models import build_model, prior_bias, transfer
+from .normalization import recorded_in
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
 from .tensorboard_log import Board, settings_block
@@ -98,7 +99,8 @@ class Run:
 
     def _loaders(self, manifest: dict, targets: Targets):
         s = self.s
-        augment = transforms(s.image_size, True, tuple(s.crop_scale), s.trivial_augment)
+        augment = transforms(s.image_size, True, tuple(s.crop_scale), s.trivial_augment,
+                             self.normalization)
         self.decoder = DeviceDecoder(augment, self.device) if s.device_decode else None
         train = ShardStream(split_of(s.shards, manifest, "train"), targets,
                             None if s.device_decode else augment, seed=s.seed,
@@ -110,8 +112,9 @@ class Run:
             val_split = None
         val = None
         if val_split is not None and val_split.urls and val_split.samples:
-            val = ShardStream(val_split, targets, transforms(s.image_size, False), seed=s.seed,
-                              shuffle=False, exact=False)
+            val = ShardStream(val_split, targets,
+                              transforms(s.image_size, False, normalization=self.normalization),
+                              seed=s.seed, shuffle=False, exact=False)
         return train, val
 
     def _loader(self, dataset, epoch: int, train: bool, skip: int = 0) -> DataLoader:
@@ -165,6 +168,7 @@ class Run:
                 {**s.to_dict(), "task": self.task, "precision": self.precision,
                  "device": str(self.device), "world_size": self.world,
                  "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
+                 "normalization": self.normalization.to_dict(),   # what the weights expect
                  "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total}))
             log.info("%s", settings_block(
                 s, self.task, targets.size, sum(p.numel() for p in self.model.parameters()),
@@ -189,11 +193,14 @@ class Run:
 
     def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> None:
         s = self.s
-        model = build_model(s.model, outputs, s.weights, s.head, s.dropout)
+        model = build_model(s.model, outputs, s.weights, s.head, s.dropout, s.image_size,
+                            s.weights_partial)
+        self.normalization = model.normalization
         if priors is not None:
             prior_bias(model, priors)
         if s.init_from:
             self._init_from(model, Path(s.init_from))
+            self.normalization = recorded_in(Path(s.init_from)) or self.normalization
         self.channels_last = s.channels_last and self.device.type == "cuda"
         self.model = model.to(self.device, memory_format=torch.channels_last
                               if self.channels_last else torch.preserve_format)

@@ -13,8 +13,9 @@ class TrainSettings:
     tags: str | None = None              # tags.csv path or URL (default: the shards' copy)
     epoch_samples: int | None = None     # samples per epoch for a shard pattern
     # model
-    model: str = "resnet50"
-    weights: str = "imagenet"            # imagenet | none | PATH to backbone weights
+    model: str = "resnet50"              # the architecture (--arch): torchvision's or timm:NAME
+    weights: str = "imagenet"            # imagenet | none | FILE.pth|.safetensors | FOLDER
+    weights_partial: bool = False        # load what fits instead of refusing a partial file
     head: str = "linear"                 # linear (pool, dropout, linear) | mlp (alt-i2v)
     dropout: float = 0.2
     head_bias: str = "prior"             # prior (each tag's log-odds in the shards) | default

@@ -68,6 +68,18 @@ def weights_on_disk(name: str) -> bool:
                for f in ("model.safetensors", "pytorch_model.bin"))
 
 
+def cached_architectures() -> set[str]:
+    """timm architectures with some weights in the Hugging Face hub cache (by folder name)."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return set()
+    root = Path(HF_HUB_CACHE)
+    if not root.is_dir():
+        return set()
+    return {p.name[len("models--timm--"):].split(".")[0] for p in root.glob("models--timm--*")}
+
+
 class TimmFeatures(nn.Module):
     """timm's pooled pre-logits features: forward_features, then forward_head(pre_logits)."""
 
