@@ -141,4 +141,4 @@ def test_the_packaged_lite0_imagenet_weights_load_strictly_and_see_a_cat_and_a_c
         top5.append(logits[0].topk(5).indices.tolist())
     cat, cup = top5
     assert cat[0] in CATS and len(CATS & set(cat)) >= 3, cat
-    assert cup[0] in CUPS and CUPS <= set(cup), cup
+    assert cup[0] in CUPS and set(cup) >= CUPS, cup

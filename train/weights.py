@@ -72,9 +72,10 @@ def load_verified(tensors: dict[str, torch.Tensor], required: list[str],
     """Copy `state` into the model's `tensors` (name -> parameter or buffer, in place).
 
     `required` are the names the backbone uses; other names of `tensors` (the source's own
-    classifier) may be absent, or of another shape, and are ignored. Every required tensor must be in `state` with its
-    shape, and `state` may hold nothing the model lacks, else WeightsError with one line
-    naming them, unless `partial` (then what fits is loaded and the rest reported in the log).
+    classifier) may be absent, or of another shape, and are ignored. Every required tensor
+    must be in `state` with its shape, and `state` may hold nothing the model lacks, else
+    WeightsError with one line naming them, unless `partial` (then what fits is loaded and
+    the rest reported in the log).
     Returns counts: loaded, missing, unexpected, mismatched."""
     needed = set(required)
     differ = {k for k, v in state.items()
