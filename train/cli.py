@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multilabel loss (multiclass uses cross-entropy)")
     g.add_argument("--optimizer", choices=["adamw", "sgd"], help="the optimizer")
     g.add_argument("--lr", type=float, help="peak learning rate (after the warmup, then cosine)")
+    g.add_argument("--lr-backbone", type=float, help="peak learning rate of the backbone "
+                   "(default: --lr); warm-up and schedule apply to it as to the head's")
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--epochs", type=int, help="passes over the training split")

@@ -225,7 +225,7 @@ class Run:
     def _build_optimiser(self) -> None:
         s = self.s
         self.optimizer = make_optimizer(self.model, s.optimizer, s.lr, s.weight_decay,
-                                        s.momentum)
+                                        s.momentum, s.lr_backbone)
         self.scheduler = make_schedule(self.optimizer, self.total, s.warmup_steps,
                                        0 if s.freeze_backbone else s.head_warmup_steps)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(s.ema))

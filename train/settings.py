@@ -26,6 +26,7 @@ class TrainSettings:
     loss: str = "bce"                    # bce | focal | asymmetric (multilabel)
     optimizer: str = "adamw"             # adamw | sgd
     lr: float = 3e-4
+    lr_backbone: float | None = None     # peak lr of the backbone's groups (default: lr)
     weight_decay: float = 0.05
     momentum: float = 0.9                # sgd
     epochs: int = 10
