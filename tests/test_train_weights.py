@@ -142,3 +142,27 @@ def test_the_packaged_lite0_imagenet_weights_load_strictly_and_see_a_cat_and_a_c
     cat, cup = top5
     assert cat[0] in CATS and len(CATS & set(cat)) >= 3, cat
     assert cup[0] in CUPS and set(cup) >= CUPS, cup
+
+
+def test_timm_hub_weights_offline_are_one_line_saying_which_files_to_put_where(monkeypatch):
+    pytest.importorskip("timm")
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never downloads
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hub-cache")
+    with pytest.raises(WeightsError) as caught:
+        build_model("timm:test_resnet", 3, weights="imagenet")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "https://huggingface.co/timm/test_resnet" in message
+    assert "config.json and model.safetensors" in message and "--weights FOLDER" in message
+
+
+def test_a_torchvision_vit_file_is_fitted_to_another_image_size(tmp_path):
+    torch.manual_seed(0)
+    source = torchvision.models.vit_b_32(weights=None)          # 224 px: 7 x 7 patches
+    torch.save(source.state_dict(), tmp_path / "vit.pth")
+    model = build_model("vit_b_32", 3, weights=str(tmp_path / "vit.pth"), image_size=64)
+    positions = model.features.encoder.pos_embedding
+    assert positions.shape == (1, 1 + 2 * 2, 768)
+    assert torch.equal(positions[:, :1], source.encoder.pos_embedding[:, :1])  # class token
+    assert torch.equal(model.features.conv_proj.weight, source.conv_proj.weight)
