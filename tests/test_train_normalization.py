@@ -93,3 +93,16 @@ def test_tag_resizes_a_recorded_preparation_with_the_weights_interpolation(tmp_p
     expected = v2.Resize((24, 24), interpolation=v2.InterpolationMode.BICUBIC,
                          antialias=True)(torch.from_numpy(picture).permute(2, 0, 1))
     assert torch.equal(x, expected)
+
+
+def test_the_wd_export_graph_normalises_as_the_run_was_trained(pretrained_run):
+    run, root = pretrained_run
+    from train.wd_export import WdGraph
+    image = decode_image(_val_image(root))
+    loaded = load_run(root / "run", device="cpu")
+    graph = WdGraph(loaded, list(range(len(loaded.names)))).eval()
+    bgr = image.permute(1, 2, 0)[..., [2, 1, 0]].float()[None]     # NHWC BGR 0-255
+    with torch.no_grad():
+        got = graph(bgr)
+        expected = torch.sigmoid(loaded.model(run.val_ds.transform(image)[None]))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

@@ -39,10 +39,9 @@ from shards.manifest import split_samples, split_shards
 from shards.streams import tar_samples
 
 from .errors import DataError
-from .normalization import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from .normalization import Normalization
 
 log = logging.getLogger(__name__)
-MEAN, STD = IMAGENET_MEAN, IMAGENET_STD      # the default; a run records its own
 IMAGE_KEYS = ("jpg", "jpeg", "webp", "png")
 MAX_WORKERS = 64
 CROP_SCALE = (0.85, 1.0)           # the default crop keeps borders and objects in the picture
