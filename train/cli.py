@@ -50,11 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "or by reading it; a different total is warned about)")
     add_config_option(p)
     g = p.add_argument_group("model")
-    g.add_argument("--arch", dest="model", metavar="ARCH", help="torchvision backbone: "
-                   "resnet18/34/50/101, vgg16, vgg16_bn, ...")
+    g.add_argument("--arch", dest="model", metavar="ARCH", help="backbone: torchvision's "
+                   "(resnet50, vgg16, convnext_tiny, vit_b_16, swin_t, maxvit_t, ...) or "
+                   "timm:NAME (the [timm] extra); --list-archs lists them")
     add_deprecated_alias(g, "--model", "--arch", "model", metavar="ARCH")
-    g.add_argument("--weights", help="imagenet (downloaded once by torchvision), none, or a "
-                   "path to backbone weights")
+    g.add_argument("--list-archs", action="store_true",
+                   help="print the architectures offered and whether their ImageNet weights "
+                   "are on disk, then exit")
+    g.add_argument("--weights", help="imagenet (torchvision's or timm's, downloaded once), "
+                   "none, a .pth or .safetensors file, or a folder in timm's local-dir layout "
+                   "(config.json + model.safetensors); every backbone tensor must be filled")
+    g.add_argument("--weights-partial", action="store_true",
+                   help="load the tensors of --weights that fit instead of refusing a file "
+                   "with missing, unexpected or other-shaped tensors")
     g.add_argument("--head", choices=["linear", "mlp"],
                    help="linear: pool, dropout, linear; mlp: an alt-i2v-style BatchNorm "
                    "+ dropout MLP")
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multilabel loss (multiclass uses cross-entropy)")
     g.add_argument("--optimizer", choices=["adamw", "sgd"], help="the optimizer")
     g.add_argument("--lr", type=float, help="peak learning rate (after the warmup, then cosine)")
+    g.add_argument("--lr-backbone", type=float, help="peak learning rate of the backbone "
+                   "(default: --lr); warm-up and schedule apply to it as to the head's")
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--epochs", type=int, help="passes over the training split")
@@ -160,6 +170,10 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
 
 def run_training(args: argparse.Namespace) -> int:
     """Train as the flags say, then write the report; the exit code."""
+    if args.list_archs:
+        from .archs import print_archs
+        print_archs()
+        return 0
     settings = settings_from(args)
     if int(os.environ.get("RANK", "0")) == 0:         # rank 0 alone checks and clears --out
         from .run_folder import claim_run_folder

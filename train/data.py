@@ -36,10 +36,9 @@ from shards.manifest import Split
 from shards.streams import tar_samples
 
 from .errors import DataError
+from .normalization import Normalization
 
 log = logging.getLogger(__name__)
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 IMAGE_KEYS = ("jpg", "jpeg", "webp", "png")
 MAX_WORKERS = 64
 CROP_SCALE = (0.85, 1.0)           # the default crop keeps borders and objects in the picture
@@ -99,19 +98,22 @@ class Targets:
 
 
 def transforms(image_size: int, train: bool, scale: tuple[float, float] = CROP_SCALE,
-               trivial_augment: bool = False):
-    """uint8 CHW tensor -> normalised float tensor; when training, a random crop that keeps
-    most of the picture (`scale` of its area, near its aspect ratio) and a flip."""
+               trivial_augment: bool = False, normalization: Normalization | None = None):
+    """uint8 CHW tensor -> float tensor normalised as the weights expect (`normalization`,
+    default ImageNet's); when training, a random crop that keeps most of the picture (`scale`
+    of its area, near its aspect ratio) and a flip. Resizing uses the weights' interpolation."""
+    norm = normalization or Normalization()
     steps = []
     if train:
         steps += [v2.RandomResizedCrop(image_size, scale=scale, ratio=(0.9, 1.1),
-                                       antialias=True),
+                                       interpolation=norm.mode, antialias=True),
                   v2.RandomHorizontalFlip()]
         if trivial_augment:
             steps.append(GeometricTrivialAugment())
     else:
-        steps.append(v2.Resize((image_size, image_size), antialias=True))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+        steps.append(v2.Resize((image_size, image_size), interpolation=norm.mode,
+                               antialias=True))
+    steps.append(norm.transform())
     return v2.Compose(steps)
 
 

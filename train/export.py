@@ -3,7 +3,8 @@
     train export --model run/ --format onnx [--out run/model.onnx] [--opset 18]
 
 The graph takes `images`, float32 (batch, 3, S, S) at the run's image size S, RGB scaled to
-[0, 1] and normalised with the ImageNet mean and std (as `tag` prepares them), and gives
+[0, 1] and normalised with the run's mean and std (config.json's `normalization`, as `tag`
+prepares them: ImageNet's unless the weights came with their own), and gives
 `scores` (batch, outputs): probabilities, sigmoid per tag (softmax for a multiclass run), in
 the order of run/tags.csv; and `embedding` (batch, width): the pooled features. The model's
 metadata repeats the task, image size, normalisation and label names. Uses torch's
@@ -26,7 +27,6 @@ from torch import nn
 from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 from shards.atomic import publish, temporary_name
 
-from .data import MEAN, STD
 from .errors import TrainError
 from .tag.inference import LoadedRun, load_run, probabilities
 
@@ -49,8 +49,10 @@ class Exported(nn.Module):
 
 def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool = False) -> Path:
     """Write `run`'s model to `out` as ONNX (atomically). Raises TrainError."""
-    meta = {"task": run.task, "image_size": str(run.image_size), "mean": json.dumps(MEAN),
-            "std": json.dumps(STD), "input": "RGB, [0, 1], normalised, NCHW",
+    norm = run.normalization
+    meta = {"task": run.task, "image_size": str(run.image_size),
+            "mean": json.dumps(list(norm.mean)), "std": json.dumps(list(norm.std)),
+            "interpolation": norm.interpolation, "input": "RGB, [0, 1], normalised, NCHW",
             "resize": run.resize, "background": "white", "labels": json.dumps(run.names),
             "positive": run.positive or "", "model": str(run.config.get("model"))}
     write_onnx(Exported(run).eval().cpu(), torch.rand(TRACE_BATCH, 3, run.image_size,

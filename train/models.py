@@ -1,30 +1,33 @@
-"""The model factory: torchvision backbones by name with a multi-label head.
+"""The model factory: backbones by name with a multi-label head.
 
     build_model("resnet50", num_outputs=5000, weights="imagenet", head="linear")
+    build_model("timm:convnext_tiny", 5000, weights="convnext-folder/", image_size=448)
 
-`weights` is "imagenet" (torchvision's weights API, which downloads once into the torch hub
-cache and fails offline with a clear message), "none", or a path to a state dict (.pth or
-.safetensors) of the backbone. The classifier is replaced by global average pooling, dropout
+Two families (train/backbones/): torchvision's classification zoo, and timm's models as
+`timm:NAME` (the `[timm]` extra). `weights` is "imagenet" (torchvision's weights API or timm's
+hub, downloaded once, failing offline with a message saying which file to put where), "none",
+a .pth / .safetensors state dict or a timm folder (config.json + model.safetensors), loaded
+strictly (train/weights.py). The classifier is replaced by global average pooling, dropout
 and a linear layer ("linear"), or by the alt-i2v-style BatchNorm + dropout MLP ("mlp").
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
-from .errors import TrainError, WeightsError
+from .backbones import Backbone, timm_zoo, torchvision_zoo
+from .errors import TrainError
 
 log = logging.getLogger(__name__)
 
 
 class Tagger(nn.Module):
     """backbone features -> pooling (-> ConvNeXt's LayerNorm) -> head. `embed()` gives the
-    pooled features, equal to torchvision's forward up to its classifier.
+    pooled features, equal to torchvision's (or timm's) forward up to its classifier. With
+    `pool_size` 0 the features pool themselves (ViT, Swin, MaxViT, timm).
 
     With `frozen` (a linear probe) the backbone stays in eval mode whatever `train()` says:
     its BatchNorm statistics never move."""
@@ -33,7 +36,7 @@ class Tagger(nn.Module):
                  dropout: float = 0.2, pool_size: int = 1, norm: nn.Module | None = None):
         super().__init__()
         self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.pool = nn.AdaptiveAvgPool2d(pool_size) if pool_size else nn.Identity()
         if norm is not None:
             self.norm = norm
         self.frozen = False
@@ -71,75 +74,32 @@ class Tagger(nn.Module):
 
 
 def available() -> list[str]:
-    """Backbone names this factory can build (resnets, vggs and the other CNNs torchvision has)."""
-    return sorted(n for n in torchvision.models.list_models(module=torchvision.models)
-                  if n.startswith(("resnet", "vgg", "resnext", "wide_resnet", "convnext",
-                                   "efficientnet", "regnet", "mobilenet", "densenet")))
+    """Backbone names of torchvision's family (timm's are `timm:NAME`, see `train --list-archs`)."""
+    return torchvision_zoo.available()
+
+
+def family(name: str):
+    """The module that builds backbone `name`: timm_zoo for `timm:NAME`, else torchvision_zoo."""
+    return timm_zoo if name.startswith(timm_zoo.PREFIX) else torchvision_zoo
+
+
+def build_backbone(name: str, weights: str = "imagenet", image_size: int = 224,
+                   partial: bool = False) -> Backbone:
+    """The backbone `name` (torchvision's, or timm's as `timm:NAME`) with its weights and their
+    normalisation; raises TrainError (WeightsError for weights that do not fit)."""
+    if name.startswith(timm_zoo.PREFIX):
+        return timm_zoo.build(name[len(timm_zoo.PREFIX):], weights, image_size, partial)
+    return torchvision_zoo.build(name, weights, image_size, partial)
 
 
 def build_model(name: str, num_outputs: int, weights: str = "imagenet", head: str = "linear",
-                dropout: float = 0.2) -> Tagger:
-    """A Tagger on a torchvision backbone; raises TrainError (WeightsError for weights)."""
-    if name not in available():
-        raise TrainError(f"unknown model {name!r}; choose from {', '.join(available())}")
-    backbone = torchvision.models.get_model(name, weights=None)
-    if weights == "imagenet":
-        backbone.load_state_dict(_imagenet_state(name))
-    elif weights not in ("none", "", None):
-        _load_backbone_file(backbone, Path(weights))
-    features, width, pool_size, norm = _split(name, backbone)
-    return Tagger(features, width, num_outputs, head, dropout, pool_size, norm)
-
-
-def _imagenet_state(name: str) -> dict:
-    enum = torchvision.models.get_model_weights(name)
-    try:
-        return enum.DEFAULT.get_state_dict(progress=False, check_hash=False)
-    except Exception as exc:  # noqa: BLE001 - urllib, ssl, OSError all mean "not available"
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise WeightsError(
-            f"cannot load ImageNet weights for {name} ({exc.__class__.__name__}: {exc}). "
-            f"They are downloaded once into {cache}; offline, copy {enum.DEFAULT.url} there, "
-            "or use --weights none or --weights PATH") from None
-
-
-def _load_backbone_file(backbone: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise WeightsError(f"--weights {path}: no such file (use imagenet, none or a path)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state) if isinstance(state, dict) else state
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if len(missing) == len(backbone.state_dict()):
-        raise WeightsError(f"--weights {path}: no tensor matches the {type(backbone).__name__} "
-                           "backbone")
-    log.info("loaded %s (%d missing, %d unexpected keys)", path, len(missing), len(unexpected))
-
-
-def _split(name: str, backbone: nn.Module) -> tuple[nn.Module, int, int, nn.Module | None]:
-    """(trunk ending before pooling, width fed to the head, pooling size, norm after pooling),
-    so that the head sees what torchvision's own classifier sees (tests/test_train_models.py):
-    DenseNet ends its trunk with a ReLU, ConvNeXt normalises after pooling, VGG pools to 7x7."""
-    if name.startswith(("resnet", "resnext", "wide_resnet", "regnet")):
-        width = backbone.fc.in_features
-        trunk = nn.Sequential(*[m for n, m in backbone.named_children()
-                                if n not in {"avgpool", "fc"}])
-        return trunk, width, 1, None
-    if not name.startswith(("vgg", "convnext", "efficientnet", "mobilenet", "densenet")):
-        raise TrainError(f"no head rule for {name}")
-    trunk = backbone.features
-    if name.startswith("densenet"):
-        trunk.add_module("final_relu", nn.ReLU())     # F.relu in DenseNet.forward; no weights
-    norm = backbone.classifier[0] if name.startswith("convnext") else None
-    pool_size = 7 if name.startswith("vgg") else 1
-    trunk.eval()                # probing the width must not move BatchNorm statistics
-    with torch.no_grad():
-        width = trunk(torch.zeros(1, 3, 64, 64)).shape[1] * pool_size ** 2
-    trunk.train()
-    return trunk, width, pool_size, norm
+                dropout: float = 0.2, image_size: int = 224, partial: bool = False) -> Tagger:
+    """A Tagger on a backbone; `model.normalization` is what its inputs must be normalised
+    with. Raises TrainError (WeightsError for weights)."""
+    b = build_backbone(name, weights, image_size, partial)
+    model = Tagger(b.features, b.width, num_outputs, head, dropout, b.pool_size, b.norm)
+    model.normalization = b.normalization
+    return model
 
 
 def prior_bias(model: Tagger, priors: torch.Tensor) -> None:

@@ -1,9 +1,10 @@
 """Optimiser and learning-rate schedule.
 
 Parameter groups: backbone and head, each split into weights (decayed) and norms and biases
-(not decayed). The schedule is a linear warm-up then a cosine to zero; during a head-only
-warm-up the backbone groups have a learning rate of 0 (their parameters stay registered with
-DistributedDataParallel, unlike toggling requires_grad).
+(not decayed); the backbone's may have their own peak learning rate (`--lr-backbone`). The
+schedule, a factor of each group's peak, is a linear warm-up then a cosine to zero; during a
+head-only warm-up the backbone groups have a learning rate of 0 (their parameters stay
+registered with DistributedDataParallel, unlike toggling requires_grad).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import torch
 from .errors import TrainError
 
 
-def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float):
+def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float,
+                   lr_backbone: float | None = None):
+    """AdamW or SGD over the parameter groups; `lr_backbone` (default: `lr`) is the peak
+    learning rate of the backbone's groups (discriminative fine-tuning)."""
     groups = []
     for part in ("features", "head"):
         params = [(n, p) for n, p in model.named_parameters() if n.startswith(part)
@@ -24,7 +28,8 @@ def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: f
             chosen = [p for _, p in params if (p.ndim > 1) == decay]
             if chosen:
                 groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0,
-                               "part": part})
+                               "part": part, "lr": lr_backbone if part == "features"
+                               and lr_backbone is not None else lr})
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":

@@ -43,6 +43,7 @@ from .loop import Loop, StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
 from .models import build_model, prior_bias, transfer
+from .normalization import recorded_in
 from .optim import make_optimizer, make_schedule
 from .settings import TrainSettings
 from .shard_fit import binary_positive, check_classes, note_image_size
@@ -106,7 +107,8 @@ class Run:
 
     def _loaders(self, manifest: dict, targets: Targets):
         s = self.s
-        augment = transforms(s.image_size, True, tuple(s.crop_scale), s.trivial_augment)
+        augment = transforms(s.image_size, True, tuple(s.crop_scale), s.trivial_augment,
+                             self.normalization)
         self.decoder = DeviceDecoder(augment, self.device) if s.device_decode else None
         train = ShardStream(split_of(s.shards, manifest, "train"), targets,
                             None if s.device_decode else augment, seed=s.seed,
@@ -118,8 +120,10 @@ class Run:
             val_split = None
         val = None
         if val_split is not None and val_split.urls and val_split.samples:
-            val = ShardStream(val_split, targets, transforms(s.image_size, False), seed=s.seed,
-                              shuffle=False, exact=False, rank=self.rank, world=self.world)
+            val = ShardStream(val_split, targets,
+                              transforms(s.image_size, False, normalization=self.normalization),
+                              seed=s.seed, shuffle=False, exact=False, rank=self.rank,
+                              world=self.world)
         return train, val
 
     def _loader(self, dataset, epoch: int, train: bool, skip: int = 0) -> DataLoader:
@@ -176,6 +180,7 @@ class Run:
                 {**s.to_dict(), "task": self.task, "precision": self.precision,
                  "device": str(self.device), "world_size": self.world,
                  "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
+                 "normalization": self.normalization.to_dict(),   # what the weights expect
                  "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total}))
             log.info("%s", settings_block(
                 s, self.task, targets.size, sum(p.numel() for p in self.model.parameters()),
@@ -200,11 +205,14 @@ class Run:
 
     def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> None:
         s = self.s
-        model = build_model(s.model, outputs, s.weights, s.head, s.dropout)
+        model = build_model(s.model, outputs, s.weights, s.head, s.dropout, s.image_size,
+                            s.weights_partial)
+        self.normalization = model.normalization
         if priors is not None:
             prior_bias(model, priors)
         if s.init_from:
             self._init_from(model, Path(s.init_from))
+            self.normalization = recorded_in(Path(s.init_from)) or self.normalization
         self.channels_last = s.channels_last and self.device.type == "cuda"
         self.model = model.to(self.device, memory_format=torch.channels_last
                               if self.channels_last else torch.preserve_format)
@@ -229,7 +237,7 @@ class Run:
     def _build_optimiser(self) -> None:
         s = self.s
         self.optimizer = make_optimizer(self.model, s.optimizer, s.lr, s.weight_decay,
-                                        s.momentum)
+                                        s.momentum, s.lr_backbone)
         self.scheduler = make_schedule(self.optimizer, self.total, s.warmup_steps,
                                        0 if s.freeze_backbone else s.head_warmup_steps)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(s.ema))

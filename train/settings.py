@@ -13,8 +13,9 @@ class TrainSettings:
     tags: str | None = None              # tags.csv path or URL (default: the shards' copy)
     epoch_samples: int | None = None     # samples expected of a shard pattern (a check)
     # model
-    model: str = "resnet50"
-    weights: str = "imagenet"            # imagenet | none | PATH to backbone weights
+    model: str = "resnet50"              # the architecture (--arch): torchvision's or timm:NAME
+    weights: str = "imagenet"            # imagenet | none | FILE.pth|.safetensors | FOLDER
+    weights_partial: bool = False        # load what fits instead of refusing a partial file
     head: str = "linear"                 # linear (pool, dropout, linear) | mlp (alt-i2v)
     dropout: float = 0.2
     head_bias: str = "prior"             # prior (each tag's log-odds in the shards) | default
@@ -25,6 +26,7 @@ class TrainSettings:
     loss: str = "bce"                    # bce | focal | asymmetric (multilabel)
     optimizer: str = "adamw"             # adamw | sgd
     lr: float = 3e-4
+    lr_backbone: float | None = None     # peak lr of the backbone's groups (default: lr)
     weight_decay: float = 0.05
     momentum: float = 0.9                # sgd
     epochs: int = 10

@@ -29,7 +29,6 @@ from torch import nn
 
 from shards.tags import write_tags
 
-from .data import MEAN, STD
 from .errors import TrainError
 from .export import MIN_OPSET, TRACE_BATCH, write_onnx
 from .tag.inference import CHARACTER, GENERAL, RATING, LoadedRun
@@ -58,8 +57,9 @@ class WdGraph(nn.Module):
         super().__init__()
         self.model = run.model
         self.register_buffer("order", torch.tensor(order, dtype=torch.long))
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
+        norm = run.normalization
+        self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1) * 255)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images[..., [2, 1, 0]].permute(0, 3, 1, 2)          # BGR NHWC -> RGB NCHW

@@ -87,7 +87,7 @@ def _batches(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
 
 @torch.inference_mode()
 def _score(run: LoadedRun, images: list[bytes]) -> np.ndarray:
-    prepare = transforms(run.image_size, train=False)
+    prepare = transforms(run.image_size, train=False, normalization=run.normalization)
     x = torch.stack([prepare(decode_image(data)) for data in images]).to(run.device)
     with torch.autocast(run.device.type, dtype=torch.bfloat16,
                         enabled=run.precision == "bf16"):

@@ -34,9 +34,9 @@ from shards.errors import ShardsError
 from shards.manifest import read_manifest
 from shards.tags import read_tags
 
-from ..data import MEAN, STD
 from ..errors import TrainError
 from ..models import Tagger, build_model
+from ..normalization import Normalization
 
 log = logging.getLogger(__name__)
 RESIZE_MODES = ("pad", "center_crop", "stretch")      # tag's deprecated --resize names
@@ -61,6 +61,7 @@ class LoadedRun:
     device: torch.device
     precision: str               # bf16 | fp32
     preparation: ImageSettings | None = None  # how pictures are made (None: as `resize` says)
+    normalization: Normalization = Normalization()  # config.json's: what the weights expect
 
     @property
     def names(self) -> list[str]:
@@ -101,8 +102,10 @@ def load_run(path: str | Path, device: str = "auto", precision: str = "auto",
     positive = config.get("positive") or (tags[0]["name"] if task == "binary" else None)
     outputs = 1 if task == "binary" else len(tags)
     from safetensors.torch import load_file
+    image_size = int(config.get("image_size", 224))
     model = build_model(config.get("model", "resnet50"), outputs, weights="none",
-                        head=config.get("head", "linear"), dropout=config.get("dropout", 0.2))
+                        head=config.get("head", "linear"), dropout=config.get("dropout", 0.2),
+                        image_size=image_size)
     try:
         model.load_state_dict(load_file(str(path / "model.safetensors")))
     except (RuntimeError, OSError) as exc:
@@ -113,11 +116,10 @@ def load_run(path: str | Path, device: str = "auto", precision: str = "auto",
     prec = precision if precision != "auto" else "bf16" if dev.type == "cuda" else "fp32"
     model = model.eval().to(dev, memory_format=torch.channels_last if dev.type == "cuda"
                             else torch.preserve_format)
-    image_size = int(config.get("image_size", 224))
     settings = preparation(config, image_size, resize)
     name = {"pad": "pad", "center_crop": "center_crop"}.get(settings.resize_mode, "stretch")
     return LoadedRun(path, model, tags, config, task, positive, image_size, name, dev, prec,
-                     settings)
+                     settings, Normalization.from_record(config.get("normalization")))
 
 
 def _device(name: str) -> torch.device:
@@ -191,12 +193,15 @@ def preparation(config: dict, image_size: int, resize: str = "auto") -> ImageSet
 
 
 def load_picture(data: bytes, size: int, resize: str = "pad",
-                 settings: ImageSettings | None = None) -> torch.Tensor:
+                 settings: ImageSettings | None = None,
+                 interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR
+                 ) -> torch.Tensor:
     """Encoded image bytes -> uint8 (3, size, size) tensor, as the model saw its shards.
 
     The picture is made by `prep.imaging.prepare_picture` with `settings` (default: `size`
     and `resize`, the preparation of a run without recorded settings), then resized to a
-    `size` square as training's evaluation transform resizes a shard image. Raises ValueError
+    `size` square as training's evaluation transform resizes a shard image (with the run's
+    `interpolation`). Raises ValueError
     for a file that is not a readable image."""
     if settings is None:
         settings = ImageSettings(size=size, resize_mode=PREP_MODES[resize],
@@ -207,7 +212,7 @@ def load_picture(data: bytes, size: int, resize: str = "pad",
         raise ValueError(exc.message) from None
     x = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1)
     if tuple(x.shape[1:]) != (size, size):
-        x = v2.functional.resize(x, [size, size], antialias=True)
+        x = v2.functional.resize(x, [size, size], interpolation=interpolation, antialias=True)
     return x
 
 
@@ -215,8 +220,10 @@ class ImageFiles(Dataset):
     """(index, uint8 image or None, error or None) for each path; decoding runs in workers."""
 
     def __init__(self, paths: Sequence[Path], size: int, resize: str,
-                 settings: ImageSettings | None = None):
+                 settings: ImageSettings | None = None,
+                 interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR):
         self.paths, self.size, self.resize, self.settings = list(paths), size, resize, settings
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -224,7 +231,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         try:
             return i, load_picture(self.paths[i].read_bytes(), self.size, self.resize,
-                                   self.settings), None
+                                   self.settings, self.interpolation), None
         except Exception as exc:  # noqa: BLE001 - one bad file is reported, never fatal
             return i, None, f"{type(exc).__name__}: {exc}"[:300]
 
@@ -248,22 +255,27 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1) if task == "multiclass" else torch.sigmoid(logits)
 
 
+def model_input(run: LoadedRun, images: torch.Tensor) -> torch.Tensor:
+    """A uint8 batch of prepared pictures -> the model's input on the run's device, normalised
+    as the run's training normalised it (config.json's `normalization`, same operations)."""
+    return run.normalization.apply(images.to(run.device, non_blocking=True))
+
+
 def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
             embed: bool = False) -> Iterator[Batch]:
     """Batches of predictions for `paths`, in order; unreadable images come back in `failed`."""
     cuda = run.device.type == "cuda"
-    images = ImageFiles(paths, run.image_size, run.resize, run.preparation)
+    images = ImageFiles(paths, run.image_size, run.resize, run.preparation,
+                        run.normalization.mode)
     loader = DataLoader(images, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=cuda,
                         prefetch_factor=4 if workers else None)
-    mean = torch.tensor(MEAN, device=run.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=run.device).view(1, 3, 1, 1) * 255
     with torch.inference_mode():
         for images, indices, failed in loader:
             if images is None:
                 yield Batch([], np.zeros((0, len(run.names)), np.float32), None, failed)
                 continue
-            x = (images.to(run.device, non_blocking=True).float() - mean) / std
+            x = model_input(run, images)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(run.device.type, dtype=torch.bfloat16,
