@@ -1,7 +1,9 @@
 """Optimiser and learning-rate schedule.
 
-Parameter groups: backbone and head, each split into weights (decayed) and norms and biases
-(not decayed). The schedule is a linear warm-up then a cosine to zero; during a head-only
+Parameter groups: the head (`head.*`) and the backbone (every other parameter: the trunk and
+what sits between it and the head, such as ConvNeXt's LayerNorm after pooling), each split into
+weights (decayed) and norms and biases (not decayed); every parameter that requires grad is in
+exactly one group. The schedule is a linear warm-up then a cosine to zero; during a head-only
 warm-up the backbone groups have a learning rate of 0 (their parameters stay registered with
 DistributedDataParallel, unlike toggling requires_grad).
 """
@@ -15,16 +17,25 @@ import torch
 from .errors import TrainError
 
 
-def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float):
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """The optimiser's groups: ("features" = the backbone, "head") x (decayed, not decayed),
+    empty ones left out; together they hold each trainable parameter once."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
     for part in ("features", "head"):
-        params = [(n, p) for n, p in model.named_parameters() if n.startswith(part)
-                  and p.requires_grad]
+        params = [p for n, p in trainable if (n.split(".", 1)[0] == "head") == (part == "head")]
         for decay in (True, False):
-            chosen = [p for _, p in params if (p.ndim > 1) == decay]
+            chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:
                 groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0,
                                "part": part})
+    return groups
+
+
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD over `parameter_groups`; raises TrainError for another name."""
+    groups = parameter_groups(model, weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
@@ -32,7 +43,10 @@ def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: f
     raise TrainError(f"unknown optimizer {name!r} (adamw or sgd)")
 
 
-def make_schedule(optimizer, total: int, warmup: int | None, head_warmup: int = 0):
+def make_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int | None,
+                  head_warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup` steps (default 5 %), then a cosine to zero at `total`; the
+    backbone groups stay at 0 for the first `head_warmup` steps."""
     warmup = warmup if warmup is not None else max(1, total // 20)
 
     def cosine(step: int) -> float:
