@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from train_fixtures import corrupt_images, emulator_shards, write_shards
 
+from shards import read_shards
 from shards.manifest import read_manifest, write_manifest
 from train.cli import main
 from train.run import Run
@@ -197,3 +198,25 @@ def test_the_head_starts_at_each_tags_base_rate(shards, tmp_path):
                   keep="last", head_bias="default")).fit()
     plain = load_file(tmp_path / "plain" / "model.safetensors")["head.1.bias"].numpy()
     assert np.abs(plain).max() < 0.1      # PyTorch's uniform init, 1/sqrt(512) wide
+
+
+def test_a_model_that_diverges_stops_the_run_naming_the_step(shards, tmp_path, capsys):
+    # lr 1e30: two AdamW steps blow the weights up until the validation scores are NaN.
+    code = main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "run"),
+                 "--arch", "resnet18", "--weights", "none", "--image-size", "32",
+                 "--batch-size", "32", "--workers", "0", "--epochs", "1", "--max-steps", "2",
+                 "--lr", "1e30", "--warmup-steps", "1", "--log-every", "0", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "diverged by step 2 (epoch 0)" in err and "validation scores are NaN" in err, err
+    assert not (tmp_path / "run" / "eval.json").exists()
+    # The message is true: the weights of step 2 give NaN on a validation picture.
+    from train.models import build_model
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 2
+    model = build_model("resnet18", len(saved["model"]["head.1.bias"]), weights="none")
+    model.load_state_dict(saved["model"])
+    image = next(iter(read_shards(shards, "val", image="numpy")))["image"]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        assert torch.isnan(torch.sigmoid(model.eval()(x))).any()

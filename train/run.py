@@ -303,14 +303,21 @@ class Run:
         return self.ema.module if self.ema is not None else self.model
 
     def _validate(self) -> dict:
-        """Evaluate on every rank's share; rank 0 scores all rows once; all get the report."""
+        """Evaluate on every rank's share; rank 0 scores all rows once; all get the report.
+        A NaN score on any rank stops the run on every rank (TrainError naming the step)."""
         if self.val_ds is None:
             return {}
         distributed.broadcast_buffers(self._eval_model())
         sc, tg, loss_sum, n = evaluate(self._eval_model(), self._loader(self.val_ds, 0, False),
                                        self.loss_fn, self.device, self.task, self.precision,
                                        self.channels_last)
-        loss_sum, n = distributed.total([loss_sum, n], self.device)
+        loss_sum, n, nans, size = distributed.total(
+            [loss_sum, n, float(torch.isnan(sc).sum()), float(sc.numel())], self.device)
+        if nans:
+            raise TrainError(
+                f"the model diverged by step {self.state.step} (epoch {self.state.epoch}): "
+                f"{int(nans)} of {int(size)} validation scores are NaN; lower --lr (now "
+                f"{self.s.lr:g}) or lengthen --warmup-steps, and start afresh")
         sc = distributed.gather_rows(sc, self.device)
         tg = distributed.gather_rows(tg, self.device)
         report: dict = {}
