@@ -65,6 +65,20 @@ def test_tag_rows_and_worst_pictures():
     assert not targets[fp, 1].any() and targets[fn, 1].all()
 
 
+def test_headline_labels_tuned_thresholds_and_shows_the_crossfitted_f1():
+    from train import metrics
+    from train.report import pages
+    rng = np.random.default_rng(2)
+    targets = rng.random((300, 8)) < 0.3
+    report = metrics.evaluate(np.clip(targets * 0.3 + rng.random((300, 8)) * 0.7, 0, 1),
+                              targets)
+    text = pages.headline_table(report)
+    assert "cross-fitted" in text and "optimistic" in text
+    for key in ("at_pr_crossfit_micro_f1", "per_tag_crossfit_macro_f1",
+                "per_tag_tuned_on_val_micro_f1"):
+        assert pages.num(report[key]) in text, key
+
+
 def test_report_recomputes_the_runs_validation_numbers(report):
     summary = json.loads((report / "report.json").read_text())
     final = json.loads((report.parent / "eval.json").read_text())

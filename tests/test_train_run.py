@@ -6,14 +6,17 @@ import csv
 import io
 import json
 import logging
+import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 from train_fixtures import corrupt_images, emulator_shards, write_shards
 
+from shards import read_shards
 from shards.manifest import read_manifest, write_manifest
 from train.cli import main
 from train.run import Run
@@ -181,19 +184,89 @@ def test_device_decoding_trains_on_encoded_batches(shards, tmp_path):
     assert report["step"] > 0 and report["skipped_samples"] == 0
 
 
-def test_the_head_starts_at_each_tags_base_rate(shards, tmp_path):
-    # lr 0: the exported head is the initial one; its bias is the log-odds of tags.csv's counts
-    from scipy.special import logit
+def _known_rate_shards(root):
+    """60 training samples: `half` on 30, `tenth` on 6, `never` on none, `always` on all; a
+    failed sample (no image in the tar) carries `never` in its parquet row. The validation
+    split and tags.csv (counts over two million posts, as a metadata dump gives) say other
+    things: neither may move the prior."""
+    from shards import ShardWriter
+    from shards.manifest import complete
+    from shards.tags import write_tags
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(out, "JPEG")
+    names = ["half", "tenth", "never", "always"]
+
+    def meta(tags):
+        ids = [names.index(t) for t in tags]
+        return {"tags": tags, "labels": tags, "label_ids": ids}
+
+    root.mkdir(parents=True)
+    write_tags(root / "tags.csv", [(-1, n, 0, 2_000_000) for n in names])
+    with ShardWriter(root / "train", "00000") as w:
+        for i in range(60):
+            tags = [t for t, on in (("half", i % 2), ("tenth", i % 10 == 3)) if on] + ["always"]
+            w.write({"__key__": f"t{i}", "jpg": out.getvalue(), "json": meta(tags)})
+        w.write({"__key__": "broken", "json": meta(["never", "half"]), "status": "failed_corrupt",
+                 "error_message": "cannot decode"})
+    with ShardWriter(root / "val", "00000") as w:
+        for i in range(20):
+            w.write({"__key__": f"v{i}", "jpg": out.getvalue(), "json": meta(["never", "half"])})
+    splits = {s: {"shards": [{"name": "00000"}]} for s in ("train", "val")}
+    write_manifest(root, complete(root, {"format": "booru-tagger-shards", "format_version": 1,
+                                         "complete": False, "task": "multilabel",
+                                         "splits": splits}))
+    return root
+
+
+def test_the_head_starts_at_the_training_splits_base_rates(tmp_path):
+    # lr 0: the exported head is the initial one. Its bias is each tag's log-odds in the 60
+    # training samples written above, clipped to [1e-4, 1 - 1e-4], worked out by hand.
+    shards = _known_rate_shards(tmp_path / "shards")
     Run(_settings(shards, tmp_path / "run", epochs=1, max_steps=1, lr=0.0, image_size=32,
-                  keep="last")).fit()
-    manifest = read_manifest(shards)
-    samples = sum(split["successes"] for split in manifest["splits"].values())
-    counts = np.array([int(line.split(",")[3])
-                       for line in (shards / "tags.csv").read_text().splitlines()[1:]])
-    expected = logit(np.clip(np.minimum(counts, samples) / samples, 1e-4, 1 - 1e-4))
+                  batch_size=16, keep="last")).fit()
+    clip = math.log(1e-4 / (1 - 1e-4))
+    expected = [math.log(0.5 / 0.5), math.log(0.1 / 0.9), clip, -clip]
     bias = load_file(tmp_path / "run" / "model.safetensors")["head.1.bias"].double().numpy()
-    np.testing.assert_allclose(bias, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bias, expected, rtol=1e-6, atol=1e-6)
     Run(_settings(shards, tmp_path / "plain", epochs=1, max_steps=1, lr=0.0, image_size=32,
-                  keep="last", head_bias="default")).fit()
+                  batch_size=16, keep="last", head_bias="default")).fit()
     plain = load_file(tmp_path / "plain" / "model.safetensors")["head.1.bias"].numpy()
     assert np.abs(plain).max() < 0.1      # PyTorch's uniform init, 1/sqrt(512) wide
+
+
+def test_shards_without_labels_start_at_the_default_bias_and_say_so(tmp_path, caplog):
+    shards = _known_rate_shards(tmp_path / "shards")
+    import pyarrow.parquet as pq
+    table = pq.read_table(shards / "train" / "00000.parquet")
+    blank = table.set_column(table.schema.get_field_index("label_ids"), "label_ids",
+                             pa.nulls(len(table), table.schema.field("label_ids").type))
+    pq.write_table(blank, shards / "train" / "00000.parquet")
+    with caplog.at_level(logging.WARNING):
+        Run(_settings(shards, tmp_path / "run", epochs=1, max_steps=1, lr=0.0, image_size=32,
+                      batch_size=16, keep="last")).fit()
+    assert any("without label_ids" in r.getMessage() and "default bias" in r.getMessage()
+               for r in caplog.records)
+    bias = load_file(tmp_path / "run" / "model.safetensors")["head.1.bias"].numpy()
+    assert np.abs(bias).max() < 0.1
+
+
+def test_a_model_that_diverges_stops_the_run_naming_the_step(shards, tmp_path, capsys):
+    # lr 1e30: two AdamW steps blow the weights up until the validation scores are NaN.
+    code = main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "run"),
+                 "--arch", "resnet18", "--weights", "none", "--image-size", "32",
+                 "--batch-size", "32", "--workers", "0", "--epochs", "1", "--max-steps", "2",
+                 "--lr", "1e30", "--warmup-steps", "1", "--log-every", "0", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "diverged by step 2 (epoch 0)" in err and "validation scores are NaN" in err, err
+    assert not (tmp_path / "run" / "eval.json").exists()
+    # The message is true: the weights of step 2 give NaN on a validation picture.
+    from train.models import build_model
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 2
+    model = build_model("resnet18", len(saved["model"]["head.1.bias"]), weights="none")
+    model.load_state_dict(saved["model"])
+    image = next(iter(read_shards(shards, "val", image="numpy")))["image"]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        assert torch.isnan(torch.sigmoid(model.eval()(x))).any()

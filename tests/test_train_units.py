@@ -194,9 +194,65 @@ def test_evaluate_in_one_pass_equals_the_separate_metrics(kind):
     per_tag = metrics.best_thresholds(scores, targets, pr)
     assert report["pr_threshold"] == pr
     assert report["per_tag"]["threshold"] == per_tag.tolist()
-    for prefix, threshold in (("at_threshold_", 0.4), ("at_pr_", pr), ("per_tag_", per_tag)):
+    for prefix, threshold in (("at_threshold_", 0.4), ("at_pr_tuned_on_val_", pr),
+                              ("per_tag_tuned_on_val_", per_tag)):
         for key, value in metrics.f1_at(scores, targets, threshold).items():
             assert report[prefix + key] == pytest.approx(value, abs=1e-12), prefix + key
+
+
+@pytest.mark.parametrize("kind", ["tied", "bf16"])
+def test_crossfitted_f1_chooses_on_one_half_and_scores_on_the_other(kind):
+    # Thresholds chosen on the even rows score the odd rows and the other way round; the
+    # confusion counts of the two halves are pooled (each half by numpy's own comparisons).
+    scores, targets = _scores(kind, n=401, tags=60)
+    report = metrics.evaluate(scores, targets, threshold=0.4)
+    halves = [(scores[0::2], targets[0::2]), (scores[1::2], targets[1::2])]
+    for prefix, choose in (("at_pr_crossfit_", lambda s, t: metrics.pr_equal_threshold(s, t)),
+                           ("per_tag_crossfit_", lambda s, t: metrics.best_thresholds(
+                               s, t, metrics.pr_equal_threshold(s, t)))):
+        pooled = np.zeros((3, scores.shape[1]))
+        for (tune_s, tune_t), (held_s, held_t) in (halves, halves[::-1]):
+            threshold = choose(tune_s, tune_t)
+            pred = held_s >= (np.float32(threshold) if np.ndim(threshold) == 0 else threshold)
+            truth = held_t.astype(bool)
+            pooled += [(pred & truth).sum(0), (pred & ~truth).sum(0), (~pred & truth).sum(0)]
+        tp, fp, fn = pooled.sum(axis=1)
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        per_tag = 2 * pooled[0] / (2 * pooled[0] + pooled[1] + pooled[2])
+        has = (pooled[0] + pooled[2]) > 0
+        assert report[prefix + "micro_f1"] == pytest.approx(f1, abs=1e-12)
+        assert report[prefix + "micro_precision"] == pytest.approx(tp / (tp + fp), abs=1e-12)
+        assert report[prefix + "macro_f1"] == pytest.approx(np.mean(per_tag[has]), abs=1e-12)
+
+
+def test_on_pure_noise_crossfitted_f1_is_a_blind_guess_and_tuned_f1_overstates_it():
+    # Scores that know nothing: no threshold can do better than the best blind guess, every
+    # picture positive (F1 2p / (1 + p) for a tag of prevalence p), here from scikit-learn.
+    from sklearn.metrics import f1_score
+    rng = np.random.default_rng(0)
+    targets = rng.random((2000, 100)) < 0.02
+    scores = rng.random((2000, 100), dtype=np.float32)
+    report = metrics.evaluate(scores, targets)
+    everything = np.ones_like(targets)
+    for average in ("micro", "macro"):
+        blind = f1_score(targets, everything, average=average)
+        crossfit = report[f"per_tag_crossfit_{average}_f1"]
+        tuned = report[f"per_tag_tuned_on_val_{average}_f1"]
+        assert blind * 0.9 < crossfit < blind * 1.02, (average, crossfit, blind)
+        assert tuned > blind * 1.08 and tuned > crossfit * 1.1, (average, tuned, crossfit)
+
+
+def test_nan_scores_are_refused_as_scikit_learn_refuses_them():
+    from sklearn.metrics import average_precision_score
+    scores, targets = _scores("random", n=40, tags=3)
+    scores[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        average_precision_score(targets[:, 1], scores[:, 1])
+    for call in (lambda: metrics.evaluate(scores, targets),
+                 lambda: metrics.average_precision(scores, targets),
+                 lambda: metrics.f1_at(scores, targets, 0.4)):
+        with pytest.raises(TrainError, match="1 of 120 scores are NaN"):
+            call()
 
 
 def test_evaluate_without_samples_reports_nothing_learned():

@@ -98,6 +98,7 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
             if t in counts:
                 counts[t] += 1
     write_tags(root / TAGS, [(-1, name, cat, counts[name]) for name, cat in tags])
+    index = {name: i for i, (name, _) in enumerate(tags)}
     splits = {}
     for split, items in rows.items():
         shards = []
@@ -105,6 +106,8 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
             name, chunk = shard_name(i // per_shard), items[i:i + per_shard]
             with ShardWriter(root / split, name) as writer:
                 for key, jpg, meta in chunk:
+                    ids = sorted({index[t] for t in meta["tags"] if t in index})  # as prep
+                    meta = {**meta, "labels": [tags[i][0] for i in ids], "label_ids": ids}
                     writer.write({"__key__": key, "jpg": jpg, "json": meta})
             shards.append({"name": name, "count": len(chunk)})
         splits[split] = {"shards": shards, "count": len(items)}

@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "+ dropout MLP")
     g.add_argument("--dropout", type=float, help="dropout before the last layer")
     g.add_argument("--head-bias", choices=["prior", "default"],
-                   help="the multi-label head's starting bias: prior (each tag's log-odds from "
-                   "the tags.csv counts over the shards' samples) or default (PyTorch's init)")
+                   help="the multi-label head's starting bias: prior (each tag's log-odds in "
+                   "the training split, from the shards' label_ids) or default (PyTorch's init)")
     g.add_argument("--task", choices=["multilabel", "multiclass", "binary"],
                    help="default: what the shards' manifest says, else multilabel")
     g.add_argument("--positive", help="binary task: the class that counts as present")

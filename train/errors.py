@@ -13,3 +13,7 @@ class WeightsError(TrainError):
 
 class DataError(TrainError):
     """The shards cannot be read or do not fit the run (no manifest, no samples, no labels)."""
+
+
+class ScoresError(TrainError, ValueError):
+    """Scores no metric can rank: NaN from a model that diverged."""

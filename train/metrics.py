@@ -6,6 +6,14 @@ macro F1 at a fixed threshold and at the global threshold where precision equals
 per-tag best-F1 thresholds (with a fallback to the global one below `min_support` positives),
 and the same metrics sliced by tag frequency rank and by category.
 
+The P=R and per-tag thresholds are chosen on all of the validation rows (they are what `tag`
+uses), so F1 scored on those same rows is tuned on them and overstates what a new picture gets
+(on pure noise it beats any blind guess). `evaluate` therefore reports F1 at tuned thresholds
+twice, under labelled keys: `*_crossfit_*`, thresholds chosen on the even rows and scored on the
+odd ones and the other way round (counts pooled over both halves), an honest estimate; and
+`*_tuned_on_val_*`, chosen and scored on all rows, an optimistic one. NaN scores (a diverged
+model) raise ScoresError: no ranking of them means anything.
+
 One pass over `CHUNK` tags at a time sorts each tag's scores once (as int64 keys that carry the
 target in their lowest bit: numpy's SIMD sort, about ten times an argsort's speed); average
 precision and the counts at every threshold then come from the sorted keys by binary search.
@@ -16,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ScoresError
+
 CHUNK = 128
 PR_GRID = np.linspace(0.01, 0.99, 99)
 # Not below 0.1: for a tag the model has not learned, "everything" maximises F1.
@@ -23,9 +33,15 @@ F1_GRID = np.linspace(0.1, 0.9, 41)
 
 
 def _inputs(scores, targets) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scores and bool targets; raises ScoresError for NaN scores."""
     scores = scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
     targets = targets.numpy() if hasattr(targets, "numpy") else np.asarray(targets)
-    return scores.astype(np.float32, copy=False), targets.astype(bool, copy=False)
+    scores = scores.astype(np.float32, copy=False)
+    nans = int(np.isnan(scores).sum())
+    if nans:
+        raise ScoresError(f"{nans} of {scores.size} scores are NaN: the model diverged; no "
+                          "metric can rank them")
+    return scores, targets.astype(bool, copy=False)
 
 
 def _order_keys(values: np.ndarray) -> np.ndarray:
@@ -184,29 +200,34 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | N
              counts: np.ndarray | None = None, threshold: float = 0.4,
              min_support: int = 5) -> dict:
     """Every metric of the eval report; `counts` orders tags by frequency for the slices.
-    One sorting pass: every threshold the report can use is counted in it (the grid compared
+    `pr_threshold` and `per_tag.threshold` are chosen on every row; F1 at them is reported
+    cross-fitted (`at_pr_crossfit_*`, `per_tag_crossfit_*`) and tuned on validation
+    (`at_pr_tuned_on_val_*`, `per_tag_tuned_on_val_*`); see the module docstring.
+    One sorting pass over all rows and one over the even rows (the odd rows' counts are the
+    difference): every threshold the report can use is counted in them (the grid compared
     in float64 for the per-tag thresholds; in float32, the fixed threshold and each P=R
-    candidate, which are scalars)."""
+    candidate, which are scalars). Raises ScoresError for NaN scores."""
+    scores, targets = _inputs(scores, targets)
     grid = np.unique(np.concatenate([PR_GRID, F1_GRID]))
     limits = np.concatenate([_at_least(grid), np.float32(PR_GRID), [np.float32(threshold)]])
     ap, predicted, tp, positives = _pass(scores, targets, limits)
-    k = len(grid)
-    pr_rows, f1_rows = np.searchsorted(grid, PR_GRID), np.searchsorted(grid, F1_GRID)
-    pr = pr_equal_threshold(scores, targets, (predicted[pr_rows], tp[pr_rows], positives))
-    per_tag = best_thresholds(scores, targets, pr, min_support,
-                              (predicted[f1_rows], tp[f1_rows], positives))
-    cols = np.arange(len(per_tag))
-
-    def at(row) -> tuple[np.ndarray, ...]:
-        """(tp, fp, fn) per tag at `row` of the counts (one row, or one per tag)."""
-        hit, pred = tp[row, cols], predicted[row, cols]
-        return hit, pred - hit, positives - hit
-
-    at_threshold = at(len(limits) - 1)
+    tuning = _Tuning(grid, min_support)
+    everything = (predicted, tp, positives)
+    even = _pass(scores[::2], targets[::2], limits)[1:]
+    odd = tuple(a - b for a, b in zip(everything, even, strict=True))
+    pr, per_tag = tuning.choose(everything)
+    at_threshold = _at(everything, len(limits) - 1)
+    chosen_on_even, chosen_on_odd = tuning.rows(*tuning.choose(even)), \
+        tuning.rows(*tuning.choose(odd))
+    crossfit = [_plus(_at(odd, e), _at(even, o))
+                for e, o in zip(chosen_on_even, chosen_on_odd, strict=True)]
+    tuned = [_at(everything, row) for row in tuning.rows(pr, per_tag)]
     out = {"mAP": _nanmean(ap), "threshold": threshold, "pr_threshold": pr,
            **_prefixed(_f1_from(*at_threshold), "at_threshold_"),
-           **_prefixed(_f1_from(*at(k + np.searchsorted(PR_GRID, pr))), "at_pr_"),
-           **_prefixed(_f1_from(*at(np.searchsorted(grid, per_tag))), "per_tag_"),
+           **_prefixed(_f1_from(*crossfit[0]), "at_pr_crossfit_"),
+           **_prefixed(_f1_from(*crossfit[1]), "per_tag_crossfit_"),
+           **_prefixed(_f1_from(*tuned[0]), "at_pr_tuned_on_val_"),
+           **_prefixed(_f1_from(*tuned[1]), "per_tag_tuned_on_val_"),
            "tags_with_positives": int(np.isfinite(ap).sum()), "samples": int(len(scores))}
     slices = {}
     if counts is not None:
@@ -222,6 +243,41 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | N
     out["slices"] = slices
     out["per_tag"] = {"ap": ap.tolist(), "threshold": per_tag.tolist()}
     return out
+
+
+class _Tuning:
+    """Threshold choice from the counts of `evaluate`'s single pass: rows [0, len(grid)) are
+    the grid compared in float64, the next len(PR_GRID) rows PR_GRID compared in float32."""
+
+    def __init__(self, grid: np.ndarray, min_support: int):
+        self.grid, self.min_support = grid, min_support
+        self.pr_rows, self.f1_rows = np.searchsorted(grid, PR_GRID), np.searchsorted(grid, F1_GRID)
+
+    def choose(self, counts: tuple[np.ndarray, ...]) -> tuple[float, np.ndarray]:
+        """(P=R threshold, per-tag thresholds) chosen on these (predicted, tp, positives)."""
+        predicted, tp, positives = counts
+        pr = pr_equal_threshold(None, None, (predicted[self.pr_rows], tp[self.pr_rows],
+                                             positives))
+        per_tag = best_thresholds(None, None, pr, self.min_support,
+                                  (predicted[self.f1_rows], tp[self.f1_rows], positives))
+        return pr, per_tag
+
+    def rows(self, pr: float, per_tag: np.ndarray) -> tuple[int, np.ndarray]:
+        """The count rows that score them: P=R in float32, as a scalar threshold compares."""
+        return len(self.grid) + int(np.searchsorted(PR_GRID, pr)), \
+            np.searchsorted(self.grid, per_tag)
+
+
+def _at(counts: tuple[np.ndarray, ...], row) -> tuple[np.ndarray, ...]:
+    """(tp, fp, fn) per tag at `row` of (predicted, tp, positives) (one row, or one per tag)."""
+    predicted, tp, positives = counts
+    cols = np.arange(len(positives))
+    hit, pred = tp[row, cols], predicted[row, cols]
+    return hit, pred - hit, positives - hit
+
+
+def _plus(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
 def _slice(at_threshold: tuple[np.ndarray, ...], ap: np.ndarray, idx: np.ndarray) -> dict:

@@ -51,16 +51,22 @@ class Tagger(nn.Module):
         else:
             raise TrainError(f"unknown head {head!r} (linear or mlp)")
 
+    def backbone_modules(self) -> list[nn.Module]:
+        """Everything before the head: the trunk and ConvNeXt's LayerNorm after pooling."""
+        return [m for name, m in self.named_children() if name != "head"]
+
     def freeze_backbone(self) -> None:
-        """Train the head only: no gradients and eval mode for the backbone."""
+        """Train the head only: no gradients and eval mode for everything before it."""
         self.frozen = True
-        self.features.requires_grad_(False)
-        self.features.eval()
+        for module in self.backbone_modules():
+            module.requires_grad_(False)
+            module.eval()
 
     def train(self, mode: bool = True) -> Tagger:
         super().train(mode)
         if self.frozen:
-            self.features.eval()
+            for module in self.backbone_modules():
+                module.eval()
         return self
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """Optimiser and learning-rate schedule.
 
-Parameter groups: backbone and head, each split into weights (decayed) and norms and biases
-(not decayed); the backbone's may have their own peak learning rate (`--lr-backbone`). The
-schedule, a factor of each group's peak, is a linear warm-up then a cosine to zero; during a
-head-only warm-up the backbone groups have a learning rate of 0 (their parameters stay
-registered with DistributedDataParallel, unlike toggling requires_grad).
+Parameter groups: the head (`head.*`) and the backbone (every other parameter: the trunk and
+what sits between it and the head, such as ConvNeXt's LayerNorm after pooling), each split into
+weights (decayed) and norms and biases (not decayed); every parameter that requires grad is in
+exactly one group. The backbone's groups may have their own peak learning rate
+(`--lr-backbone`). The schedule, a factor of each group's peak, is a linear warm-up then a
+cosine to zero; during a head-only warm-up the backbone groups have a learning rate of 0 (their
+parameters stay registered with DistributedDataParallel, unlike toggling requires_grad).
 """
 
 from __future__ import annotations
@@ -16,20 +18,29 @@ import torch
 from .errors import TrainError
 
 
-def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float,
-                   lr_backbone: float | None = None):
-    """AdamW or SGD over the parameter groups; `lr_backbone` (default: `lr`) is the peak
-    learning rate of the backbone's groups (discriminative fine-tuning)."""
+def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                     lr_backbone: float | None = None) -> list[dict]:
+    """The optimiser's groups: ("features" = the backbone, "head") x (decayed, not decayed),
+    empty ones left out; together they hold each trainable parameter once. `lr_backbone`
+    (default: `lr`) is the peak learning rate of the backbone's groups."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
     for part in ("features", "head"):
-        params = [(n, p) for n, p in model.named_parameters() if n.startswith(part)
-                  and p.requires_grad]
+        params = [p for n, p in trainable if (n.split(".", 1)[0] == "head") == (part == "head")]
         for decay in (True, False):
-            chosen = [p for _, p in params if (p.ndim > 1) == decay]
+            chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:
                 groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0,
                                "part": part, "lr": lr_backbone if part == "features"
                                and lr_backbone is not None else lr})
+    return groups
+
+
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float, lr_backbone: float | None = None) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD over `parameter_groups` (`lr_backbone`: the backbone's peak
+    learning rate, discriminative fine-tuning); raises TrainError for another name."""
+    groups = parameter_groups(model, weight_decay, lr, lr_backbone)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
@@ -37,7 +48,10 @@ def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: f
     raise TrainError(f"unknown optimizer {name!r} (adamw or sgd)")
 
 
-def make_schedule(optimizer, total: int, warmup: int | None, head_warmup: int = 0):
+def make_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int | None,
+                  head_warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup` steps (default 5 %), then a cosine to zero at `total`; the
+    backbone groups stay at 0 for the first `head_warmup` steps."""
     warmup = warmup if warmup is not None else max(1, total // 20)
 
     def cosine(step: int) -> float:

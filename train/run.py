@@ -26,7 +26,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from shards.atomic import write_bytes_atomic, write_json_atomic
-from shards.errors import ManifestError
+from shards.errors import ManifestError, ShardsError
+from shards.labels import label_counts
 from shards.manifest import pattern_manifest, read_manifest, split_of
 from shards.tags import read_tags, write_tags
 
@@ -190,18 +191,37 @@ class Run:
         self.loss_fn = self.board.tap(make_loss(self.task, s.loss))
 
     def _priors(self, manifest: dict) -> torch.Tensor | None:
-        """Each tag's share of the samples (tags.csv counts over the manifest's samples), for
-        a multi-label head whose bias starts at the base rates; None when not wanted."""
+        """Each tag's share of the training samples, counted from the `label_ids` of the train
+        split's parquet files (tags.csv counts may come from a far bigger population), for a
+        multi-label head whose bias starts at the base rates; None when not wanted, or (with
+        a warning) when the shards hold no labels to count."""
         if self.task != "multilabel" or self.s.head_bias == "default":
             return None
         if self.s.head_bias != "prior":
             raise TrainError(f"unknown head bias {self.s.head_bias!r} (prior or default)")
-        counts = torch.tensor([float(t.get("count") or 0) for t in self.tags])
-        samples = sum(int(split.get("successes") or 0)
-                      for split in manifest.get("splits", {}).values())
-        if not samples or not counts.any():
+        names = [t["name"] for t in self.tags]
+        try:        # label_ids are rows of the shards' own index; the run's may be another
+            own = [t["name"] for t in read_tags(f"{self.s.shards.rstrip('/')}/tags.csv")]
+        except ShardsError:
+            own = names                     # a brace pattern: --tags is the shards' index
+        try:
+            positives, samples = label_counts(split_of(self.s.shards, manifest, "train").urls,
+                                              len(own))
+        except ShardsError as exc:
+            log.warning("--head-bias prior: %s; the head starts at PyTorch's default bias", exc)
             return None
-        return counts.clamp(max=samples) / samples
+        if not samples:
+            return None
+        row = {name: i for i, name in enumerate(own)}
+        missing = [n for n in names if n not in row]
+        if missing:
+            log.warning("--head-bias prior: %d tags of the run are not in the shards' index "
+                        "(%s): they start at the lowest base rate", len(missing),
+                        ", ".join(missing[:5]))
+        counts = [float(positives[row[n]]) if n in row else 0.0 for n in names]
+        log.info("head bias: the base rates of %d tags in %d training samples", len(names),
+                 samples)
+        return torch.tensor(counts, dtype=torch.float64) / samples
 
     def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> None:
         s = self.s
@@ -333,7 +353,8 @@ class Run:
     def _validate(self, compete: bool = True) -> dict:
         """Evaluate on every rank's share; rank 0 scores all rows once; all get the report.
         With `compete`, the evaluation is a candidate for `--keep best`. A second call at
-        the same step (the run's end after an epoch's) reuses the first one's report."""
+        the same step (the run's end after an epoch's) reuses the first one's report. A NaN
+        score on any rank stops the run on every rank (TrainError naming the step)."""
         if self.val_ds is None:
             return {}
         if self._last_eval[0] == self.state.step:
@@ -342,7 +363,13 @@ class Run:
         sc, tg, loss_sum, n = evaluate(self._eval_model(), self._loader(self.val_ds, 0, False),
                                        self.loss_fn, self.device, self.task, self.precision,
                                        self.channels_last)
-        loss_sum, n = distributed.total([loss_sum, n], self.device)
+        loss_sum, n, nans, size = distributed.total(
+            [loss_sum, n, float(torch.isnan(sc).sum()), float(sc.numel())], self.device)
+        if nans:
+            raise TrainError(
+                f"the model diverged by step {self.state.step} (epoch {self.state.epoch}): "
+                f"{int(nans)} of {int(size)} validation scores are NaN; lower --lr (now "
+                f"{self.s.lr:g}) or lengthen --warmup-steps, and start afresh")
         sc = distributed.gather_rows(sc, self.device)
         tg = distributed.gather_rows(tg, self.device)
         report: dict = {}
