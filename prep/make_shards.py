@@ -37,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
+from cli_kit.workers import resolve_workers
 from shards.atomic import write_bytes_atomic
 from shards.format import SPLITS, TAGS, ShardPaths, make_key, sha256_file
 from shards.manifest import write_manifest
@@ -45,7 +46,7 @@ from shards.writer import ShardWriter
 from .curation import SKIPPED_NEAR, Curation
 from .errors import SettingsError
 from .folder_input import CaptionMatch, FolderScan, folder_index, match_captions, scan_folder
-from .image_pool import ImagePool, Item, Result, default_workers
+from .image_pool import ImagePool, Item, Result
 from .imaging import ImageSettings
 from .labels import LabelIndex, read_tags_csv
 from .pause import pause_point
@@ -88,7 +89,7 @@ class ShardJob:
     allow_unknown_tags: bool = False  # folder + tags: build when most caption tags are unknown
     images_root: Root | None = None  # image_path is relative to this (default: from --posts)
     settings: ShardSettings = field(default_factory=ShardSettings)
-    workers: int = 0  # image processes; 0 = one per CPU, 1 = in this process
+    workers: int | None = None  # image processes; None = one per CPU, 0 or 1 = in this process
     overwrite: bool = False
     node_rank: int = 0  # with num_nodes > 1: build only shards i with i % num_nodes == rank
     num_nodes: int = 1  # (then `prep merge-shards` joins the parts into one dataset)
@@ -229,7 +230,7 @@ def write_shards(pending: list[ShardSpec], plan: Plan, index: LabelIndex, job: S
         return write_shards_ray(pending, plan, index, out, image, address=job.ray_address,
                                 workers=job.workers, store=job.store, progress=progress,
                                 fallback=lambda specs: write_shards(specs, plan, index, local))
-    workers = job.workers or default_workers()
+    workers = resolve_workers(job.workers)
     total = sum(len(spec.rows) for spec in pending)
     with ImagePool(image, workers) as pool, tqdm(total=total, unit="img", desc="make-shards",
                                                  disable=not progress) as bar:
@@ -288,7 +289,7 @@ def _hasher(job: ShardJob, roots: list[Root], stage: Stage, progress: bool):
     def hasher(rows: pa.Table):
         paths = [_safe_path(roots[r], p) for r, p in
                  zip(rows["root"].to_pylist(), rows["image_path"].to_pylist(), strict=True)]
-        return stage.run(paths, job.workers or default_workers(), progress)
+        return stage.run(paths, resolve_workers(job.workers), progress)
     return hasher
 
 

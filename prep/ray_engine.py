@@ -10,7 +10,8 @@ A task processes its shard's images in order with the same function as the local
 tar and parquet is byte for byte the one a local build writes. Ray reruns a task whose worker
 died (``max_retries``); a shard that still fails (an image that kills the decoder every time) is
 built on the driver with the local pool, which records that image as ``failed_worker_died``.
-Without ``ray_address`` (or ``auto``) a local Ray instance is started with ``workers`` CPUs.
+Without ``ray_address`` (or ``auto``) a local Ray instance is started with ``workers`` CPUs
+(None: one per CPU; 0 counts as 1).
 Ray is the optional extra ``booru-tagger[ray]``, imported only here.
 """
 
@@ -23,12 +24,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cli_kit.workers import resolve_workers
 from shards.atomic import write_json_atomic
 from shards.format import ShardPaths
 from shards.writer import ShardWriter
 
 from .errors import SettingsError
-from .image_pool import Item, Result, default_workers, process_item
+from .image_pool import Item, Result, process_item
 from .imaging import ImageSettings
 from .labels import LabelIndex
 from .pause import pause_point
@@ -69,21 +71,21 @@ def build_shard(spec: ShardSpec, roots: list[Path], index: LabelIndex, out: Path
     return writer.stats or {}
 
 
-def _connect(ray: Any, address: str | None, workers: int) -> bool:
+def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     """Connect to (or start) Ray; True when this call started it."""
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
+        ray.init(num_cpus=max(1, resolve_workers(workers)), include_dashboard=False,
                  log_to_driver=False)
     return True
 
 
 def write_shards_ray(pending: list[ShardSpec], plan: Plan, index: LabelIndex, out: Path,
-                     image: ImageSettings, *, address: str | None = None, workers: int = 0,
-                     store: Any = None, progress: bool = False,
+                     image: ImageSettings, *, address: str | None = None,
+                     workers: int | None = None, store: Any = None, progress: bool = False,
                      process: Callable[[Item, ImageSettings], Result] = process_item,
                      fallback: Callable[[list[ShardSpec]], None] | None = None) -> None:
     """Write every shard of ``pending`` with Ray tasks; see the module docstring.

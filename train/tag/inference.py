@@ -1,7 +1,7 @@
 """Inference with a trained run: load `run/`, read images on worker processes, predict in batches.
 
     run = load_run("run/")                                # model, tags and settings, eval mode
-    for batch in predict(run, paths, batch_size=32, workers=2, embed=True):
+    for batch in predict(run, paths, batch_size=32, embed=True):   # workers: one per CPU
         batch.indices, batch.scores (n, outputs), batch.embeddings (n, width), batch.failed
 
     files ─▶ DataLoader workers: read, decode, orient, flatten alpha, pad/crop, resize (uint8)
@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from cli_kit.workers import LOADER_CAP, resolve_workers
 from prep.imaging import IMAGE_SUFFIXES, ImageRejected, ImageSettings, prepare_picture
 from shards.errors import ShardsError
 from shards.manifest import read_manifest
@@ -248,9 +249,11 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1) if task == "multiclass" else torch.sigmoid(logits)
 
 
-def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
-            embed: bool = False) -> Iterator[Batch]:
-    """Batches of predictions for `paths`, in order; unreadable images come back in `failed`."""
+def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32,
+            workers: int | None = None, embed: bool = False) -> Iterator[Batch]:
+    """Batches of predictions for `paths`, in order; unreadable images come back in `failed`.
+    `workers`: decoding processes, None = the default of `tag --workers`, 0 = this process."""
+    workers = resolve_workers(workers, LOADER_CAP)
     cuda = run.device.type == "cuda"
     images = ImageFiles(paths, run.image_size, run.resize, run.preparation)
     loader = DataLoader(images, batch_size=batch_size, num_workers=workers, collate_fn=collate,
