@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -180,3 +181,35 @@ def test_make_shards_workers_0_works_in_this_process_from_the_cli_and_the_librar
     assert pools.take() == []
     tar = Path("train") / "00000.tar"
     assert (tmp_path / "cli" / tar).read_bytes() == (tmp_path / "lib" / tar).read_bytes()
+
+
+def test_tag_library_calls_take_the_default_of_tag_workers(cpus, monkeypatch, tmp_path):
+    """`predict` (behind `tag`) and `ensure_predictions` (behind `tag review`) start as many
+    DataLoader processes by default as the commands do, and none for 0."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import train.tag.inference
+    from train.review.predictions import ensure_predictions
+    from train.tag.inference import predict
+
+    cpus(3)
+    passed = []
+
+    class Recording(DataLoader):
+        def __init__(self, *args, num_workers=0, **kwargs):
+            passed.append(num_workers)
+            super().__init__(*args, num_workers=num_workers, **kwargs)
+
+    monkeypatch.setattr(train.tag.inference, "DataLoader", Recording)
+    weights = tmp_path / "run" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    # what the two read of a run before its first image (there is none: no model is needed)
+    run = SimpleNamespace(device=torch.device("cpu"), image_size=16, resize="pad",
+                          preparation=None, names=["a"], path=weights.parent)
+    assert list(predict(run, [])) == [] and list(predict(run, [], workers=0)) == []
+    (tmp_path / "pics").mkdir()
+    ensure_predictions(tmp_path / "pics", run, limits=None)
+    assert passed == [3, 0, 3] == [tag_parser().parse_args(["--model", "r", "p"]).workers, 0,
+                                   review_parser().parse_args(["p", "--model", "r"]).workers]
