@@ -232,8 +232,8 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--keep-untagged", action="store_true",
                         help="keep posts none of whose tags is in the index")
     parser.add_argument("--workers", **workers_argument(
-        "image processes (1 also works in the main process: one would only add a pipe; "
-        "--engine ray: the CPUs of a local Ray)"))
+        "image processes (--engine ray: the CPUs of a local Ray; 1 works in the main process "
+        "too, as a single worker would only add a pipe)"))
     parser.add_argument("--num-nodes", type=_int_at_least(1), default=1,
                         help="split the build across machines: each builds every N-th shard "
                         "into its own --out, then `prep merge-shards` joins them")
