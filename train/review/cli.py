@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from cli_kit.command_line import HelpFormatter, run_main
+from cli_kit.workers import LOADER_CAP, workers_argument
 
 from ..errors import TrainError
 from ..tag.captions import CaptionStyle
@@ -51,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="images per forward pass")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="decoding processes for the first prediction; 0 = in the main process")
+    p.add_argument("--workers", **workers_argument("decoding processes for the first "
+                                                   "prediction", LOADER_CAP))
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p

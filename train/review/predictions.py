@@ -46,7 +46,7 @@ def read_predictions(path: Path) -> dict[str, Prediction]:
 
 def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray,
                        style: CaptionStyle = CaptionStyle(), batch_size: int = 32,
-                       workers: int = 0) -> tuple[dict[str, Prediction], int, int]:
+                       workers: int | None = None) -> tuple[dict[str, Prediction], int, int]:
     """Predict the images of `root` that have no row yet, write the captions that are missing.
     Returns (predictions by relative path, images predicted now, captions written)."""
     path = root / REVIEW_DIR / PREDICTIONS

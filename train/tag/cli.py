@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from cli_kit.command_line import (
     run_main,
 )
 from cli_kit.disk_full import no_space
+from cli_kit.workers import LOADER_CAP, workers_argument
 from prep.imaging import IMAGE_SUFFIXES
 from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
 from shards.storage import fetch_files, is_object_url
@@ -106,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="images per forward pass")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-                   help="decoding processes; 0 = in the main process")
+    g.add_argument("--workers", **workers_argument("decoding processes", LOADER_CAP))
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")

@@ -1,7 +1,7 @@
 """Inference with a trained run: load `run/`, read images on worker processes, predict in batches.
 
     run = load_run("run/")                                # model, tags and settings, eval mode
-    for batch in predict(run, paths, batch_size=32, workers=2, embed=True):
+    for batch in predict(run, paths, batch_size=32, embed=True):   # workers: one per CPU
         batch.indices, batch.scores (n, outputs), batch.embeddings (n, width), batch.failed
 
     files ─▶ DataLoader workers: read, decode, orient, flatten alpha, pad/crop, resize (uint8)
@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from cli_kit.workers import LOADER_CAP, resolve_workers
 from prep.imaging import IMAGE_SUFFIXES, ImageRejected, ImageSettings, prepare_picture
 from shards.errors import ShardsError
 from shards.manifest import read_manifest
@@ -261,9 +262,11 @@ def model_input(run: LoadedRun, images: torch.Tensor) -> torch.Tensor:
     return run.normalization.apply(images.to(run.device, non_blocking=True))
 
 
-def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
-            embed: bool = False) -> Iterator[Batch]:
-    """Batches of predictions for `paths`, in order; unreadable images come back in `failed`."""
+def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32,
+            workers: int | None = None, embed: bool = False) -> Iterator[Batch]:
+    """Batches of predictions for `paths`, in order; unreadable images come back in `failed`.
+    `workers`: decoding processes, None = the default of `tag --workers`, 0 = this process."""
+    workers = resolve_workers(workers, LOADER_CAP)
     cuda = run.device.type == "cuda"
     images = ImageFiles(paths, run.image_size, run.resize, run.preparation,
                         run.normalization.mode)

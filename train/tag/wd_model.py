@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from cli_kit.workers import LOADER_CAP, resolve_workers
 from shards.tags import read_tags
 
 from ..errors import TrainError
@@ -71,9 +72,10 @@ class WdModel:
             raise TrainError(f"--embed: {self.path / WD_MODEL} has no embedding output (a "
                              "second 2-D output; `train export --format wd-onnx` writes one)")
 
-    def predict(self, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
+    def predict(self, paths: Sequence[Path], batch_size: int = 32, workers: int | None = None,
                 embed: bool = False) -> Iterator[Batch]:
         """Batches of predictions for `paths`, in order, as `inference.predict` gives them."""
+        workers = resolve_workers(workers, LOADER_CAP)
         if embed:
             self.check_embed()
         loader = DataLoader(ImageFiles(paths, self.image_size, self.resize),
@@ -134,7 +136,7 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto",
     return load_run(path, device, precision, resize)
 
 
-def predict_any(run, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
+def predict_any(run, paths: Sequence[Path], batch_size: int = 32, workers: int | None = None,
                 embed: bool = False) -> Iterator[Batch]:
     """`inference.predict` for a run, `WdModel.predict` for a WD tagger."""
     if isinstance(run, WdModel):
