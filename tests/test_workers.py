@@ -26,6 +26,7 @@ from prep.make_shards import ShardJob, ShardSettings, make_shards
 from prep.make_tag_index import TagIndexJob, make_tag_index
 from prep.tag_counts import CountSettings
 from train.cli import build_parser as train_parser
+from train.normalization import Normalization
 from train.review.cli import build_parser as review_parser
 from train.settings import TrainSettings
 from train.tag.cli import build_parser as tag_parser
@@ -207,7 +208,8 @@ def test_tag_library_calls_take_the_default_of_tag_workers(cpus, monkeypatch, tm
     weights.write_bytes(b"")
     # what the two read of a run before its first image (there is none: no model is needed)
     run = SimpleNamespace(device=torch.device("cpu"), image_size=16, resize="pad",
-                          preparation=None, names=["a"], path=weights.parent)
+                          preparation=None, names=["a"], path=weights.parent,
+                          normalization=Normalization.from_record(None))
     assert list(predict(run, [])) == [] and list(predict(run, [], workers=0)) == []
     (tmp_path / "pics").mkdir()
     ensure_predictions(tmp_path / "pics", run, limits=None)
