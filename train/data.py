@@ -6,6 +6,9 @@
              ─▶ each stream interleaves `open_shards` ranges (webdataset's tar stages)
              ─▶ bounded shuffle buffer of encoded samples ─▶ decode + augment ─▶ (image, target)
 
+A sample's target comes from the `label_ids` make-shards recorded in its `<key>.json`
+(shards/labels.py), through `Targets`; its tags are never matched again.
+
 Every training epoch visits every sample exactly once across all ranks and workers: each
 stream yields exactly `per_stream()` samples, a whole number of batches, and the few needed
 to make the streams equal (less than one batch per stream) are padding taken from the start
