@@ -21,7 +21,7 @@ from train.tag.cli import main as tag_main
 # as a path part).
 EXPECTED = ["a.JPG", "b.png", "sub/deep/c.WebP", "x.jpg", "x/1.jpg"]
 HIDDEN = [".hidden.jpg", ".dot/d.jpg", "sub/.cache/e.png"]
-NOT_IMAGES = ["notes.txt", "readme.md", "h.jpgx", "sub/deep/c.WebP.json"]
+NOT_IMAGES = ["notes.txt", "list.csv", "h.jpgx", "sub/deep/c.WebP.json"]
 
 
 def _folder(root):
