@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 from train_fixtures import tiny_run
 
+from prep.image_files import find_images
 from train.cli import main
-from train.tag.inference import find_images, load_run, predict
+from train.tag.inference import load_run, predict
 from train.tag.selection import mcut_threshold
 from train.wd_export import wd_order
 

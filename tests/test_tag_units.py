@@ -17,7 +17,7 @@ from train.tag.inference import (
     NEGATIVE,
     LoadedRun,
     Tag,
-    find_images,
+    input_images,
     load_picture,
     select,
     thresholds,
@@ -171,15 +171,15 @@ def test_folder_names_are_one_safe_path_component():
 
 
 # -- finding and loading images -------------------------------------------------------------
-def test_find_images_recurses_dedupes_and_skips_the_sort_folder(tmp_path):
+def test_input_images_recurses_dedupes_and_skips_the_sort_folder(tmp_path):
     _files(tmp_path / "in" / "sub", ["b.PNG", "notes.txt"])
     _files(tmp_path / "in", ["a.jpg"])
     _files(tmp_path / "in" / "sorted" / "red", ["c.jpg"])
-    found = find_images([tmp_path / "in", tmp_path / "in" / "a.jpg"],
+    found = input_images([tmp_path / "in", tmp_path / "in" / "a.jpg"],
                         exclude=[tmp_path / "in" / "sorted"])
     assert [p.relative_to(tmp_path / "in").as_posix() for p in found] == ["a.jpg", "sub/b.PNG"]
     with pytest.raises(TrainError, match="no such file or folder"):
-        find_images([tmp_path / "missing"])
+        input_images([tmp_path / "missing"])
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:

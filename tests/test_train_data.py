@@ -63,7 +63,8 @@ def _split(tmp_path, sizes, broken=frozenset()):
             for _ in range(size):
                 data = b"not a jpeg at all" if i in broken else _jpeg(i)
                 tw.write({"__key__": f"{i:09d}", "jpg": data,
-                          "json": json.dumps({"tags": ["a" if i % 2 else "b"]}).encode()})
+                          "json": json.dumps({"tags": ["a" if i % 2 else "b"],
+                                              "label_ids": [i % 2 ^ 1]}).encode()})
                 keys.append(f"{i:09d}")
                 i += 1
         urls.append(url)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prep.folder_input import find_images
+from prep.image_files import find_images
 
 from ..tag.captions import CaptionStyle, caption, write_caption
 from ..tag.inference import LoadedRun, predict, select

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from prep.folder_input import find_images, parse_caption
+from prep.folder_input import parse_caption
+from prep.image_files import find_images
 from prep.labels import tag_key
 
 from ..tag.captions import CaptionStyle, caption_path, format_tag, write_caption

@@ -43,7 +43,7 @@ from .inference import (
     PREP_MODES,
     RESIZE_MODES,
     LoadedRun,
-    find_images,
+    input_images,
     thresholds,
 )
 from .output import EmbeddingTable, TagTable, check_table_path
@@ -192,7 +192,7 @@ def tag_images(args: argparse.Namespace) -> Tally:
                          "multiclass run (train --task binary|multiclass)")
     limits = thresholds(run, args.threshold, args.per_tag_thresholds, args.general_threshold,
                         args.character_threshold)
-    paths = find_images(args.inputs, [args.sort_into] if args.sort_into else [])
+    paths = input_images(args.inputs, [args.sort_into] if args.sort_into else [])
     roots = [Path(item) for item in args.inputs]
     if not paths:
         raise TrainError(f"no images found in {', '.join(map(str, args.inputs))} "

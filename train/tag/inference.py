@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from cli_kit.workers import LOADER_CAP, resolve_workers
-from prep.imaging import IMAGE_SUFFIXES, ImageRejected, ImageSettings, prepare_picture
+from prep.image_files import find_images
+from prep.imaging import ImageRejected, ImageSettings, prepare_picture
 from shards.errors import ShardsError
 from shards.manifest import read_manifest
 from shards.tags import read_tags
@@ -147,8 +148,10 @@ def _shards_resize(config: dict) -> str:
 
 
 # -- images --------------------------------------------------------------------------------
-def find_images(inputs: Sequence[str | Path], exclude: Sequence[Path] = ()) -> list[Path]:
-    """Image files named in `inputs`, and those under the folders in it (recursively, sorted).
+def input_images(inputs: Sequence[str | Path], exclude: Sequence[Path] = ()) -> list[Path]:
+    """Image files named in `inputs`, and those under the folders in it, each folder's as
+    `prep.image_files.find_images` lists them (recursive, hidden files and folders left out,
+    sorted by relative path), as `prep make-shards --folder` and `tag review` see them.
 
     A file named explicitly is taken whatever its suffix; in folders only image suffixes count.
     Paths under `exclude` (the sort-into folder) are left out; duplicates are dropped.
@@ -159,8 +162,7 @@ def find_images(inputs: Sequence[str | Path], exclude: Sequence[Path] = ()) -> l
     for item in inputs:
         root = Path(item)
         if root.is_dir():
-            candidates = sorted(p for p in root.rglob("*")
-                                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            candidates = find_images(root)
         elif root.is_file():
             candidates = [root]
         else:
