@@ -10,7 +10,7 @@ import torch
 from train_fixtures import tiny_run
 
 from train.cli import main
-from train.export import Exported
+from train.export.onnx_writer import Exported
 from train.tag.inference import load_run
 
 onnx = pytest.importorskip("onnx")
@@ -47,7 +47,7 @@ def test_onnx_matches_torch_on_another_batch_size(run_dir, capsys):
 
 
 def test_multiclass_export_gives_softmax_scores(run_dir, tmp_path):
-    from train.export import export_onnx
+    from train.export.onnx_writer import export_onnx
     run = load_run(run_dir, device="cpu")
     run.task = "multiclass"
     export_onnx(run, tmp_path / "m.onnx")

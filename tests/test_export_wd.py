@@ -22,9 +22,9 @@ from PIL import Image
 from train_fixtures import tiny_run
 
 from train.cli import main
+from train.export.wd_writer import wd_order
 from train.tag.inference import find_images, load_run, predict
 from train.tag.selection import mcut_threshold
-from train.wd_export import wd_order
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

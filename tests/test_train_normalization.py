@@ -97,7 +97,7 @@ def test_tag_resizes_a_recorded_preparation_with_the_weights_interpolation(tmp_p
 
 def test_the_wd_export_graph_normalises_as_the_run_was_trained(pretrained_run):
     run, root = pretrained_run
-    from train.wd_export import WdGraph
+    from train.export.wd_writer import WdGraph
     image = decode_image(_val_image(root))
     loaded = load_run(root / "run", device="cpu")
     graph = WdGraph(loaded, list(range(len(loaded.names)))).eval()

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import main as report_main
         return report_main(argv[1:])
     if argv[:1] == ["export"]:
-        from .export import main as export_main
+        from .export.cli import main as export_main
         return export_main(argv[1:])
     return run_main("train", build_parser(), argv, run_training, (TrainError, ShardsError),
                     interrupted="interrupted; `--resume` continues from the last checkpoint",

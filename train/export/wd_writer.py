@@ -29,9 +29,9 @@ from torch import nn
 
 from shards.tags import write_tags
 
-from .errors import TrainError
-from .export import MIN_OPSET, TRACE_BATCH, write_onnx
-from .tag.inference import CHARACTER, GENERAL, RATING, LoadedRun
+from ..errors import TrainError
+from ..tag.inference import CHARACTER, GENERAL, RATING, LoadedRun
+from .onnx_writer import MIN_OPSET, TRACE_BATCH, write_onnx
 
 log = logging.getLogger(__name__)
 WD_MODEL, WD_TAGS = "model.onnx", "selected_tags.csv"
