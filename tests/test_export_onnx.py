@@ -11,7 +11,7 @@ from train_fixtures import tiny_run
 
 from train.cli import main
 from train.export.onnx_writer import Exported
-from train.tag.inference import load_run
+from train.runs import load_run
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

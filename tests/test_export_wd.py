@@ -23,7 +23,8 @@ from train_fixtures import tiny_run
 
 from train.cli import main
 from train.export.wd_writer import wd_order
-from train.tag.inference import find_images, load_run, predict
+from train.runs import load_run
+from train.tag.inference import find_images, predict
 from train.tag.selection import mcut_threshold
 
 ort = pytest.importorskip("onnxruntime")

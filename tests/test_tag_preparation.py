@@ -21,7 +21,8 @@ from prep.cli import main as prep_main
 from prep.imaging import encode, prepare_picture
 from shards.manifest import read_manifest
 from shards.reader import read_shards
-from train.tag.inference import load_picture, preparation
+from train.runs import preparation
+from train.tag.inference import load_picture
 
 
 def _save(im: Image.Image, path: Path, fmt: str, **kw) -> None:

@@ -14,8 +14,9 @@ from train_fixtures import emulator_shards
 
 from train.data import decode_image
 from train.run import Run
+from train.runs import load_run
 from train.settings import TrainSettings
-from train.tag.inference import load_picture, load_run, model_input, predict
+from train.tag.inference import load_picture, model_input, predict
 
 torch.set_num_threads(1)
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)       # not ImageNet's: a wrong one shows

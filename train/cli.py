@@ -27,6 +27,7 @@ from cli_kit.command_line import (
 from shards.errors import ShardsError
 
 from .errors import TrainError
+from .precision import PRECISIONS
 from .settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TrivialAugment (without colour operations) on training images")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+    g.add_argument("--precision", choices=PRECISIONS,
                    help="auto: bf16 on a GPU that supports it, else fp16 with a GradScaler; "
                    "fp32 on CPU")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",

@@ -19,7 +19,7 @@ from pathlib import Path
 from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 
 from ..errors import TrainError
-from ..tag.inference import load_run
+from ..runs import load_run
 from .onnx_writer import MIN_OPSET, check_onnx, export_onnx
 from .wd_writer import main_wd
 

@@ -24,7 +24,7 @@ from torch import nn
 from shards.atomic import publish, temporary_name
 
 from ..errors import TrainError
-from ..tag.inference import LoadedRun, probabilities
+from ..runs import LoadedRun, probabilities
 
 log = logging.getLogger(__name__)
 MIN_OPSET = 18

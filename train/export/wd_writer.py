@@ -30,7 +30,7 @@ from torch import nn
 from shards.tags import write_tags
 
 from ..errors import TrainError
-from ..tag.inference import CHARACTER, GENERAL, RATING, LoadedRun
+from ..runs import CHARACTER, GENERAL, RATING, LoadedRun
 from .onnx_writer import MIN_OPSET, TRACE_BATCH, write_onnx
 
 log = logging.getLogger(__name__)

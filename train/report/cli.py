@@ -23,7 +23,7 @@ from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 
 from ..errors import TrainError
 from ..metrics import evaluate
-from ..tag.inference import load_run
+from ..runs import load_run
 from . import pages
 from .analysis import hits, pr_curve, tag_rows, worst
 from .scores import ValScores, validation_scores

@@ -1,6 +1,6 @@
 """The run's model over its validation shards: a (samples, outputs) score matrix and targets.
 
-    val = validation_scores(run, "shards/")      # run = inference.load_run("run/")
+    val = validation_scores(run, "shards/")      # run = runs.load_run("run/")
     val.scores (n, T) float32, val.targets (n, T) uint8, val.keys, val.tags (true tags)
 
 Samples are read with the shards' reader (shards/reader.py), decoded and resized by training's
@@ -21,7 +21,8 @@ from shards import ManifestError, read_manifest, read_shards
 
 from ..data import Targets, decode_image, transforms
 from ..errors import TrainError
-from ..tag.inference import LoadedRun, probabilities
+from ..precision import autocast_dtype
+from ..runs import LoadedRun, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _batches(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
 def _score(run: LoadedRun, images: list[bytes]) -> np.ndarray:
     prepare = transforms(run.image_size, train=False, normalization=run.normalization)
     x = torch.stack([prepare(decode_image(data)) for data in images]).to(run.device)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16,
-                        enabled=run.precision == "bf16"):
+    dtype = autocast_dtype(run.precision)
+    with torch.autocast(run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         logits = run.model(x)
     return probabilities(logits.float(), run.task).cpu().numpy().astype(np.float32)

@@ -38,14 +38,10 @@ from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
+from ..precision import PRECISIONS
+from ..runs import OLD_RESIZE_NAMES, LoadedRun, thresholds
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
-from .inference import (
-    PREP_MODES,
-    RESIZE_MODES,
-    LoadedRun,
-    find_images,
-    thresholds,
-)
+from .inference import find_images
 from .output import EmbeddingTable, TagTable, check_table_path
 from .selection import add_selection_flags, picker_from
 from .sorting import Sorter, relative_path
@@ -109,14 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="decoding processes; 0 = in the main process")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast dtype; auto: bf16 on a GPU that supports it, else fp16; fp32 "
+                   "on the CPU")
     g.add_argument("--resize-mode", choices=("auto", *PREP_RESIZE_MODES), default="auto",
                    help="auto: as the run's training shards were made (pad when unknown); "
                    "else as prep make-shards --resize-mode")
     add_deprecated_alias(g, "--resize", "--resize-mode", "resize_mode",
-                         convert=lambda mode: PREP_MODES.get(mode, mode),
-                         choices=("auto", *RESIZE_MODES))
+                         convert=lambda mode: OLD_RESIZE_NAMES.get(mode, mode),
+                         choices=("auto", "pad", "center_crop", *OLD_RESIZE_NAMES))
     p.add_argument("-v", "--verbose", action="store_true", help="print every image's tags, "
                    "log debug messages")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -336,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     be written or the disk is full, 2 usage or input error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["review"]:
-        from ..review.cli import main as review_main
+        from .review.cli import main as review_main
         return review_main(argv[1:])
     return run_main("tag", build_parser(), argv, run_tag, (TrainError,),
                     interrupted="interrupted; no table was written (captions and sorted files "

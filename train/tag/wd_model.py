@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 from shards.tags import read_tags
 
 from ..errors import TrainError
-from .inference import Batch, ImageFiles, collate, load_run, predict
+from ..runs import load_run
+from .inference import Batch, ImageFiles, collate, predict
 
 log = logging.getLogger(__name__)
 WD_MODEL, WD_TAGS = "model.onnx", "selected_tags.csv"
@@ -131,7 +132,7 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto",
     """A train run (`inference.load_run`) or a WD-tagger folder (`load_wd`), by its files."""
     if is_wd_folder(Path(path)):
         return load_wd(path, device, resize)
-    return load_run(path, device, precision, resize)
+    return load_run(path, device=device, precision=precision, resize=resize)
 
 
 def predict_any(run, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,

@@ -17,9 +17,10 @@ import numpy as np
 
 from prep.folder_input import find_images
 
-from ..tag.captions import CaptionStyle, caption, write_caption
-from ..tag.inference import LoadedRun, predict, select
-from ..tag.output import TagTable
+from ...runs import LoadedRun, select
+from ..captions import CaptionStyle, caption, write_caption
+from ..inference import predict
+from ..output import TagTable
 from .store import REVIEW_DIR, Prediction
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from pathlib import Path
 from prep.folder_input import find_images, parse_caption
 from prep.labels import tag_key
 
-from ..tag.captions import CaptionStyle, caption_path, format_tag, write_caption
+from ..captions import CaptionStyle, caption_path, format_tag, write_caption
 
 REVIEW_DIR = ".review"
 CORRECTIONS = "corrections.jsonl"
