@@ -129,7 +129,7 @@ def load_wd(path: str | Path, device: str = "auto", resize: str = "auto") -> WdM
 
 def load_model(path: str | Path, device: str = "auto", precision: str = "auto",
                resize: str = "auto"):
-    """A train run (`inference.load_run`) or a WD-tagger folder (`load_wd`), by its files."""
+    """A train run (`train.runs.load_run`) or a WD-tagger folder (`load_wd`), by its files."""
     if is_wd_folder(Path(path)):
         return load_wd(path, device, resize)
     return load_run(path, device=device, precision=precision, resize=resize)
