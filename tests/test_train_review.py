@@ -175,8 +175,8 @@ def test_a_caption_in_prompt_spelling_is_read_and_written_back_in_it(tmp_path):
     from train.tag.review.store import ReviewStore
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("diamond \\(shape\\), my_thing\n")
-    store = ReviewStore(tmp_path, {}, ["diamond_(shape)", "red_background"],
-                        {"diamond_(shape)": 0, "red_background": 0}, {})
+    store = ReviewStore(tmp_path, predictions={}, names=["diamond_(shape)", "red_background"],
+                        categories={"diamond_(shape)": 0, "red_background": 0}, thresholds={})
     state = store.state(0)
     assert state["caption"] == ["diamond_(shape)", "my_thing"]
     assert state["unknown"] == ["my_thing"]

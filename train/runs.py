@@ -176,7 +176,7 @@ class Tag(NamedTuple):
     score: float
 
 
-def thresholds(run: LoadedRun, threshold: float | None = None, per_tag: bool = False,
+def thresholds(run: LoadedRun, threshold: float | None = None, *, per_tag: bool = False,
                general: float | None = None, character: float | None = None) -> np.ndarray:
     """One threshold per output: global (`threshold`, default the run's evaluation threshold,
     0.5 for a binary run) or per tag (eval.json's best-F1 thresholds), then the general and

@@ -54,10 +54,10 @@ def run_export(args: argparse.Namespace) -> int:
     out = args.out or args.model / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
     run = load_run(args.model, device="cpu", precision="fp32", resize="auto")
     if args.format == "wd-onnx" and out.parent.is_dir():
-        return main_wd(run, out, args.opset, args.verbose, args.quiet)
+        return main_wd(run, out, opset=args.opset, verbose=args.verbose, quiet=args.quiet)
     if not out.parent.is_dir():
         raise TrainError(f"--out {out}: the folder {out.parent} does not exist")
-    export_onnx(run, out, args.opset, args.verbose)
+    export_onnx(run, out, opset=args.opset, verbose=args.verbose)
     diff = check_onnx(run, out)
     if not args.quiet:
         check = ("not checked (onnxruntime is not installed)" if diff is None

@@ -43,7 +43,8 @@ class Exported(nn.Module):
         return probabilities(self.model.head(features), self.task), features
 
 
-def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool = False) -> Path:
+def export_onnx(run: LoadedRun, out: Path, *, opset: int = MIN_OPSET,
+                verbose: bool = False) -> Path:
     """Write `run`'s model to `out` as ONNX (atomically). Raises TrainError."""
     norm = run.normalization
     meta = {"task": run.task, "image_size": str(run.image_size),
@@ -51,13 +52,13 @@ def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool
             "interpolation": norm.interpolation, "input": "RGB, [0, 1], normalised, NCHW",
             "resize": run.resize, "background": "white", "labels": json.dumps(run.names),
             "positive": run.positive or "", "model": str(run.config.get("model"))}
-    write_onnx(Exported(run).eval().cpu(), torch.rand(TRACE_BATCH, 3, run.image_size,
-                                                      run.image_size),
-               out, ["images"], ["scores", "embedding"], opset, meta, verbose)
+    example = torch.rand(TRACE_BATCH, 3, run.image_size, run.image_size)
+    write_onnx(Exported(run).eval().cpu(), example, out, inputs=["images"],
+               outputs=["scores", "embedding"], opset=opset, meta=meta, verbose=verbose)
     return out
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, inputs: list[str],
+def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, inputs: list[str],
                outputs: list[str], opset: int, meta: dict[str, str],
                verbose: bool = False) -> None:
     """Export `module` (whose forward takes `images`) traced on `example`, with a dynamic batch

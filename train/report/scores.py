@@ -35,7 +35,7 @@ class ValScores:
     targets: np.ndarray          # (n, outputs) 0/1, uint8
 
 
-def validation_scores(run: LoadedRun, shards: str, batch_size: int = 64,
+def validation_scores(run: LoadedRun, shards: str, *, batch_size: int = 64,
                       quiet: bool = False) -> ValScores:
     """Score every validation sample of `shards` with `run`'s model.
 

@@ -180,16 +180,16 @@ def run_folder(model: str) -> Path:
 
 def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
-    run = load_model(run_folder(args.model), args.device, args.precision,
-                     args.resize_mode)
+    run = load_model(run_folder(args.model), device=args.device, precision=args.precision,
+                     resize=args.resize_mode)
     if args.embed and isinstance(run, WdModel):
         run.check_embed()                # before a single image is looked for or read
     picker = picker_from(args, run.task)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
                          "multiclass run (train --task binary|multiclass)")
-    limits = thresholds(run, args.threshold, args.per_tag_thresholds, args.general_threshold,
-                        args.character_threshold)
+    limits = thresholds(run, args.threshold, per_tag=args.per_tag_thresholds,
+                        general=args.general_threshold, character=args.character_threshold)
     paths = find_images(args.inputs, [args.sort_into] if args.sort_into else [])
     roots = [Path(item) for item in args.inputs]
     if not paths:
@@ -209,8 +209,8 @@ def tag_images(args: argparse.Namespace) -> Tally:
     try:
         with tqdm(total=len(paths), unit="img", desc="tag",
                   disable=True if args.quiet else None) as bar:
-            for batch in predict_any(run, paths, args.batch_size, args.workers,
-                                     bool(vectors)):
+            for batch in predict_any(run, paths, batch_size=args.batch_size,
+                                     workers=args.workers, embed=bool(vectors)):
                 rows = []
                 for k, i in enumerate(batch.indices):
                     chosen = picker.pick(run, batch.scores[k], limits)

@@ -64,7 +64,7 @@ def find_images(inputs: Sequence[str | Path], exclude: Sequence[Path] = ()) -> l
     return found
 
 
-def load_picture(data: bytes, size: int, resize: str = "pad",
+def load_picture(data: bytes, size: int, resize: str = "pad", *,
                  settings: ImageSettings | None = None,
                  interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR
                  ) -> torch.Tensor:
@@ -90,7 +90,7 @@ def load_picture(data: bytes, size: int, resize: str = "pad",
 class ImageFiles(Dataset):
     """(index, uint8 image or None, error or None) for each path; decoding runs in workers."""
 
-    def __init__(self, paths: Sequence[Path], size: int, resize: str,
+    def __init__(self, paths: Sequence[Path], size: int, resize: str, *,
                  settings: ImageSettings | None = None,
                  interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR):
         self.paths, self.size, self.resize, self.settings = list(paths), size, resize, settings
@@ -102,7 +102,8 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         try:
             return i, load_picture(self.paths[i].read_bytes(), self.size, self.resize,
-                                   self.settings, self.interpolation), None
+                                   settings=self.settings,
+                                   interpolation=self.interpolation), None
         except Exception as exc:  # noqa: BLE001 - one bad file is reported, never fatal
             return i, None, f"{type(exc).__name__}: {exc}"[:300]
 
@@ -128,12 +129,12 @@ def model_input(run: LoadedRun, images: torch.Tensor) -> torch.Tensor:
     return run.normalization.apply(images.to(run.device, non_blocking=True))
 
 
-def predict(run: LoadedRun, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
+def predict(run: LoadedRun, paths: Sequence[Path], *, batch_size: int = 32, workers: int = 2,
             embed: bool = False) -> Iterator[Batch]:
     """Batches of predictions for `paths`, in order; unreadable images come back in `failed`."""
     cuda = run.device.type == "cuda"
-    images = ImageFiles(paths, run.image_size, run.resize, run.preparation,
-                        run.normalization.mode)
+    images = ImageFiles(paths, run.image_size, run.resize, settings=run.preparation,
+                        interpolation=run.normalization.mode)
     loader = DataLoader(images, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=cuda,
                         prefetch_factor=4 if workers else None)

@@ -92,11 +92,12 @@ def prepare(args: argparse.Namespace) -> tuple[ReviewStore, dict, int, int]:
     run = load_run(args.model, device=args.device)
     limits = run_thresholds(run, args.threshold)
     style = CaptionStyle(underscores_to_spaces=args.underscores_to_spaces)
-    predictions, predicted, written = ensure_predictions(args.folder, run, limits, style,
-                                                         args.batch_size, args.workers)
-    store = ReviewStore(args.folder, predictions, run.names,
-                        {t["name"]: t["category"] for t in run.tags},
-                        dict(zip(run.names, map(float, limits), strict=True)), style)
+    predictions, predicted, written = ensure_predictions(
+        args.folder, run, limits, style=style, batch_size=args.batch_size, workers=args.workers)
+    store = ReviewStore(args.folder, predictions=predictions, names=run.names,
+                        categories={t["name"]: t["category"] for t in run.tags},
+                        thresholds=dict(zip(run.names, map(float, limits), strict=True)),
+                        style=style)
     if not store.images:
         raise TrainError(f"{args.folder}: no images found")
     info = {"folder": str(args.folder.resolve()), "model": str(run.path.resolve()),

@@ -45,7 +45,7 @@ def read_predictions(path: Path) -> dict[str, Prediction]:
     return out
 
 
-def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray,
+def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray, *,
                        style: CaptionStyle = CaptionStyle(), batch_size: int = 32,
                        workers: int = 0) -> tuple[dict[str, Prediction], int, int]:
     """Predict the images of `root` that have no row yet, write the captions that are missing.
@@ -59,7 +59,7 @@ def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray,
     images = find_images(root)
     todo = [p for p in images if p.relative_to(root).as_posix() not in known]
     written, index = 0, {name: j for j, name in enumerate(run.names)}
-    for batch in predict(run, todo, batch_size, workers):
+    for batch in predict(run, todo, batch_size=batch_size, workers=workers):
         for k, i in enumerate(batch.indices):
             scores = batch.scores[k]
             chosen = select(run, scores, limits)

@@ -42,7 +42,7 @@ class Prediction:
 class ReviewStore:
     """Images under `root` with captions and predictions; `edit()` is the only writer."""
 
-    def __init__(self, root: Path, predictions: dict[str, Prediction], names: list[str],
+    def __init__(self, root: Path, *, predictions: dict[str, Prediction], names: list[str],
                  categories: dict[str, int], thresholds: dict[str, float],
                  style: CaptionStyle = CaptionStyle()):
         self.root = root
