@@ -141,7 +141,7 @@ def test_deprecated_spellings_still_work_with_a_warning(tmp_path, capsys):
     args = parsed("tag", ["--model", "run/", "pics/", "--resize", "stretch"])
     assert args.resize_mode == "keep_ratio"
     assert "--resize is deprecated; use --resize-mode" in capsys.readouterr().err
-    from train.export import build_parser as export_parser
+    from train.export.cli import build_parser as export_parser
     from train.report.cli import build_parser as report_parser
     for build in (export_parser, report_parser):
         assert str(build().parse_args(["--run", "run/"]).model) == "run"

@@ -23,9 +23,10 @@ from train_fixtures import tiny_run
 
 from prep.image_files import find_images
 from train.cli import main
-from train.tag.inference import load_run, predict
+from train.export.wd_writer import wd_order
+from train.runs import load_run
+from train.tag.inference import predict
 from train.tag.selection import mcut_threshold
-from train.wd_export import wd_order
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

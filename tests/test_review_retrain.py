@@ -22,9 +22,9 @@ from test_train_review import Served, _post
 from prep.cli import main as prep_main
 from shards import read_shards
 from train.cli import main as train_main
-from train.review.cli import build_parser, prepare
-from train.review.server import make_app
 from train.tag.cli import main as tag_main
+from train.tag.review.cli import build_parser, prepare
+from train.tag.review.server import make_app
 
 pytestmark = pytest.mark.heavy        # the small training run, then a one-epoch retrain
 

@@ -16,9 +16,9 @@ from PIL import Image
 from report_fixtures import cached_run
 
 from shards import read_shards
-from train.review.cli import build_parser, prepare, serve
-from train.review.server import make_app
 from train.tag.cli import main as tag_main
+from train.tag.review.cli import build_parser, prepare, serve
+from train.tag.review.server import make_app
 
 
 @pytest.fixture
@@ -172,11 +172,11 @@ def test_the_api_names_the_tags_the_model_does_not_know(folder):
 def test_a_caption_in_prompt_spelling_is_read_and_written_back_in_it(tmp_path):
     """`tag --underscores-to-spaces --escape-parentheses` captions: known tags are found in
     them, an edit writes the file back in that spelling, an unknown tag stays as written."""
-    from train.review.store import ReviewStore
+    from train.tag.review.store import ReviewStore
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("diamond \\(shape\\), my_thing\n")
-    store = ReviewStore(tmp_path, {}, ["diamond_(shape)", "red_background"],
-                        {"diamond_(shape)": 0, "red_background": 0}, {})
+    store = ReviewStore(tmp_path, predictions={}, names=["diamond_(shape)", "red_background"],
+                        categories={"diamond_(shape)": 0, "red_background": 0}, thresholds={})
     state = store.state(0)
     assert state["caption"] == ["diamond_(shape)", "my_thing"]
     assert state["unknown"] == ["my_thing"]

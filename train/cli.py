@@ -28,6 +28,7 @@ from cli_kit.workers import LOADER_CAP, workers_argument
 from shards.errors import ShardsError
 
 from .errors import TrainError
+from .precision import PRECISIONS
 from .settings import TrainSettings, local_ranks
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TrivialAugment (without colour operations) on training images")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+    g.add_argument("--precision", choices=PRECISIONS,
                    help="auto: bf16 on a GPU that supports it, else fp16 with a GradScaler; "
                    "fp32 on CPU")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import main as report_main
         return report_main(argv[1:])
     if argv[:1] == ["export"]:
-        from .export import main as export_main
+        from .export.cli import main as export_main
         return export_main(argv[1:])
     return run_main("train", build_parser(), argv, run_training, (TrainError, ShardsError),
                     interrupted="interrupted; `--resume` continues from the last checkpoint",

@@ -46,6 +46,7 @@ from .metrics import evaluate as score
 from .models import build_model, prior_bias, transfer
 from .normalization import recorded_in
 from .optim import make_optimizer, make_schedule
+from .precision import resolve_precision
 from .settings import TrainSettings
 from .shard_fit import binary_positive, check_classes, note_image_size
 from .tensorboard_log import Board, settings_block
@@ -54,18 +55,6 @@ log = logging.getLogger(__name__)
 
 # What `_finish` adds to the evaluation report in eval.json (not part of the evaluation).
 _RUN_KEYS = {"step", "epoch", "task", "world_size", "skipped_samples", "kept", "kept_step"}
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: bf16 on a GPU with native bf16 (compute capability 8.0 or later: A100, L4,
-    H100, RTX 30xx and newer), fp16 (with a GradScaler) on an older GPU (T4, V100, where bf16
-    is only emulated), fp32 on CPU; any other value as asked."""
-    if requested != "auto":
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    # Not torch.cuda.is_bf16_supported(): its default counts emulated bf16 as support.
-    return "bf16" if tuple(torch.cuda.get_device_capability(device)) >= (8, 0) else "fp16"
 
 
 class Run:

@@ -1,6 +1,6 @@
 """The run's model over its validation shards: a (samples, outputs) score matrix and targets.
 
-    val = validation_scores(run, "shards/")      # run = inference.load_run("run/")
+    val = validation_scores(run, "shards/")      # run = runs.load_run("run/")
     val.scores (n, T) float32, val.targets (n, T) uint8, val.keys, val.tags (true tags)
 
 Each sample's truth is its `label_ids`, as make-shards recorded them (shards/labels.py), through
@@ -27,7 +27,8 @@ from shards.labels import label_ids
 
 from ..data import Targets, decode_image, transforms
 from ..errors import TrainError
-from ..tag.inference import LoadedRun, probabilities
+from ..precision import autocast_dtype
+from ..runs import LoadedRun, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ValScores:
     targets: np.ndarray          # (n, outputs) 0/1, uint8
 
 
-def validation_scores(run: LoadedRun, shards: str, batch_size: int = 64,
+def validation_scores(run: LoadedRun, shards: str, *, batch_size: int = 64,
                       quiet: bool = False) -> ValScores:
     """Score every validation sample of `shards` with `run`'s model.
 
@@ -106,7 +107,7 @@ def _batches(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
 def _score(run: LoadedRun, images: list[bytes]) -> np.ndarray:
     prepare = transforms(run.image_size, train=False, normalization=run.normalization)
     x = torch.stack([prepare(decode_image(data)) for data in images]).to(run.device)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16,
-                        enabled=run.precision == "bf16"):
+    dtype = autocast_dtype(run.precision)
+    with torch.autocast(run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         logits = run.model(x)
     return probabilities(logits.float(), run.task).cpu().numpy().astype(np.float32)
