@@ -12,8 +12,8 @@ from PIL import Image
 from train_fixtures import tiny_run
 
 from prep.cli import main as prep_main
-from train.review.store import ReviewStore
 from train.tag.cli import main as tag_main
+from train.tag.review.store import ReviewStore
 
 # The images of the folder below as the rule says (hand-written): visible files with an image
 # suffix in any case, nested folders included, sorted by POSIX path relative to the folder
@@ -48,7 +48,8 @@ def test_tag_review_and_make_shards_see_the_same_images(tmp_path_factory, tmp_pa
     tagged = [json.loads(line)["path"] for line in table.read_text().splitlines()]
     assert [Path(p).relative_to(pics).as_posix() for p in tagged] == EXPECTED
 
-    store = ReviewStore(pics, {}, ["red_background"], {}, {})
+    store = ReviewStore(pics, predictions={}, names=["red_background"], categories={},
+                        thresholds={})
     assert store.relative == EXPECTED
 
     out = tmp_path / "shards"

@@ -24,7 +24,7 @@ from train.data import ShardStream, Targets, transforms
 from train.errors import DataError
 from train.models import build_model
 from train.report.scores import validation_scores
-from train.tag.inference import load_run
+from train.runs import load_run
 
 torch.set_num_threads(1)
 

@@ -27,9 +27,9 @@ from prep.make_tag_index import TagIndexJob, make_tag_index
 from prep.tag_counts import CountSettings
 from train.cli import build_parser as train_parser
 from train.normalization import Normalization
-from train.review.cli import build_parser as review_parser
 from train.settings import TrainSettings
 from train.tag.cli import build_parser as tag_parser
+from train.tag.review.cli import build_parser as review_parser
 
 
 @pytest.fixture
@@ -191,8 +191,8 @@ def test_tag_library_calls_take_the_default_of_tag_workers(cpus, monkeypatch, tm
     from torch.utils.data import DataLoader
 
     import train.tag.inference
-    from train.review.predictions import ensure_predictions
     from train.tag.inference import predict
+    from train.tag.review.predictions import ensure_predictions
 
     cpus(3)
     passed = []
