@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from test_prep_make_shards_support import write_images
+from support.shard_builds import write_images
 
 from cli_kit.command_line import run_main
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from train_fixtures import tiny_run
+from support.train_fixtures import tiny_run
 
 from train.cli import main
 from train.export.onnx_writer import Exported

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from train_fixtures import tiny_run
+from support.train_fixtures import tiny_run
 
 from prep.image_files import find_images
 from train.cli import main

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
-from train_fixtures import tiny_run
+from support.train_fixtures import tiny_run
 
 from prep.cli import main as prep_main
 from train.tag.cli import main as tag_main

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from train_fixtures import tiny_run
+from support.train_fixtures import tiny_run
 
 from prep.imaging import RESIZE_MODES
 from train.errors import TrainError

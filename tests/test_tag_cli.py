@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import emulator_shards, write_shards
+from support.train_fixtures import emulator_shards, write_shards
 
 from train.cli import main as train_main
 from train.run import Run

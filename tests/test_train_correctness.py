@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from train_fixtures import emulator_shards
+from support.train_fixtures import emulator_shards
 
 import train.run as run_module
 from train import checkpoint

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.train_fixtures import write_shards
 from torch.utils.data import DataLoader
-from train_fixtures import write_shards
 
 from shards.errors import ManifestError
 from shards.manifest import Split, read_manifest, split_of

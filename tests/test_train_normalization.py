@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.train_fixtures import emulator_shards
 from torchvision.transforms import v2
-from train_fixtures import emulator_shards
 
 from train.data import decode_image
 from train.run import Run

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from train_fixtures import corrupt_images, emulator_shards, write_shards
+from support.train_fixtures import corrupt_images, emulator_shards, write_shards
 
 from shards.manifest import read_manifest, write_manifest
 from train.cli import main

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 import torchvision
-from train_fixtures import emulator_shards
+from support.train_fixtures import emulator_shards
 
 from train.cli import main as train_main
 from train.errors import WeightsError
