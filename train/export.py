@@ -125,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, metavar="RUN",
                    help="a finished train run folder (required)")
     add_deprecated_alias(p, "--run", "--model", "model", type=Path, metavar="RUN")
-    p.add_argument("--format", choices=["onnx", "wd-onnx"], default="onnx",
-                   help="onnx, or wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
-                   "for the tools that load those")
+    p.add_argument("--format", choices=["onnx", "wd-onnx", "wd"], default="onnx",
+                   help="onnx; wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
+                   "for the tools that load those; wd: a whole WD v3 folder (timm config.json "
+                   "and model.safetensors too) that timm's local-dir and train --init-from load")
     p.add_argument("--out", type=Path,
-                   help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger")
+                   help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger; for wd "
+                   "RUN/wd-v3")
     p.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset version")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages, with the "
                    "exporter's")
@@ -144,8 +146,12 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.verbose:                    # the exporter's passes log every step at INFO
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    out = args.out or args.model / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
+    out = args.out or args.model / {"wd-onnx": "wd-tagger", "wd": "wd-v3"}.get(args.format,
+                                                                             "model.onnx")
     run = load_run(args.model, device="cpu", precision="fp32", resize="auto")
+    if args.format == "wd" and out.parent.is_dir():
+        from .wd_v3_export import main_wd_v3
+        return main_wd_v3(run, out, args.opset, args.verbose, args.quiet)
     if args.format == "wd-onnx" and out.parent.is_dir():
         from .wd_export import main_wd
         return main_wd(run, out, args.opset, args.verbose, args.quiet)

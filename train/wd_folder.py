@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, TAGS = "config.json", "model.safetensors", "selected_tags.csv"
 
 
-def is_wd_folder(path: Path) -> bool:
+def is_wd_timm_folder(path: Path) -> bool:
     """A folder with selected_tags.csv, model.safetensors and a timm config.json (one naming
     its `architecture`): a WD v3 tagger's timm files."""
     if not (path / TAGS).is_file() or not (path / WEIGHTS).is_file():

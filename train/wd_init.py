@@ -21,7 +21,7 @@ from .errors import TrainError
 from .head_surgery import copy_rows
 from .models import Tagger, build_model, prior_bias
 from .settings import TrainSettings
-from .wd_folder import WdFolder, is_wd_folder, read_wd_folder
+from .wd_folder import WdFolder, is_wd_timm_folder, read_wd_folder
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def wd_source(settings: TrainSettings) -> WdFolder | None:
     """The WD folder `--init-from` names (None for a run, a checkpoint or nothing); sets the
     settings' architecture, weights and image size to the folder's, so config.json says
     what the model is. Raises TrainError for a head or task a WD tagger cannot be."""
-    if not settings.init_from or not is_wd_folder(Path(settings.init_from)):
+    if not settings.init_from or not is_wd_timm_folder(Path(settings.init_from)):
         return None
     wd = read_wd_folder(Path(settings.init_from))
     if settings.head != "linear":
