@@ -120,3 +120,11 @@ def test_head_grows_and_shrinks_by_tag_name(keep_tags, tmp_path, shards):
     assert report["added"] == ADDED
     assert report["dropped"] == dropped
     assert not set(dropped) & set(names)
+
+    if keep_tags == "seen":                        # the report names them too
+        from train.report.cli import main as report_main
+        assert report_main(["--model", str(run), "--examples", "2", "-q"]) == 0
+        html = (run / "report" / "index.html").read_text()
+        assert f"{len(ADDED)} added ({', '.join(ADDED)})" in html
+        assert f"{len(dropped)} dropped ({', '.join(dropped)})" in html
+        assert "BGR, mean [0.5, 0.5, 0.5]" in html
