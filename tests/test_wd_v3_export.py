@@ -22,6 +22,7 @@ from train.cli import main
 from train.run import Run
 from train.settings import TrainSettings
 from train.tag.inference import load_run, predict
+from train.tag.wd_model import WdModel, load_model, predict_any
 
 pytest.importorskip("timm")
 pytest.importorskip("onnx")
@@ -71,6 +72,10 @@ def check_round_trip(run, tmp_path, shards, pictures):
 
     want = reference_scores(folder, pictures)              # timm's local-dir, WD preprocessing
     np.testing.assert_allclose(by_name(names, ours, wd_names), want, atol=1e-5, rtol=0)
+    onnx = load_model(folder, device="cpu")                  # `tag --model FOLDER`: the ONNX
+    assert isinstance(onnx, WdModel)
+    got = np.concatenate([b.scores for b in predict_any(onnx, pictures, 2, 0)])
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
     again = train_from(folder, shards, tmp_path / "again")   # --init-from the export
     names2, ours2 = tag_scores(again, pictures)
