@@ -75,7 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: what the shards' manifest says, else multilabel")
     g.add_argument("--positive", help="binary task: the class that counts as present")
     g.add_argument("--init-from", metavar="RUN", help="a previous run (or checkpoint) to start "
-                   "from; layers that fit are kept, a head for another label space is not")
+                   "from; layers that fit are kept, a head for another label space is not. Or "
+                   "a WD v3 tagger folder (config.json, model.safetensors, selected_tags.csv): "
+                   "its timm model, image size and preprocessing (BGR, mean/std 0.5, white "
+                   "padding, bicubic), the head regrown by tag name (see --keep-tags)")
+    g.add_argument("--keep-tags", choices=["all", "seen"],
+                   help="with --init-from a WD folder: all (the folder's tags and the new "
+                   "data's: nothing it knows is dropped) or seen (only the new data's tags); "
+                   "tags in both keep the folder's head rows, new ones start at their base rate")
     g = p.add_argument_group("optimisation")
     g.add_argument("--loss", choices=["bce", "focal", "asymmetric"],
                    help="multilabel loss (multiclass uses cross-entropy)")

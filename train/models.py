@@ -90,19 +90,24 @@ def family(name: str):
 
 
 def build_backbone(name: str, weights: str = "imagenet", image_size: int = 224,
-                   partial: bool = False) -> Backbone:
-    """The backbone `name` (torchvision's, or timm's as `timm:NAME`) with its weights and their
-    normalisation; raises TrainError (WeightsError for weights that do not fit)."""
+                   partial: bool = False, model_args: dict | None = None) -> Backbone:
+    """The backbone `name` (torchvision's, or timm's as `timm:NAME`, with timm's `model_args`)
+    with its weights and their normalisation; raises TrainError (WeightsError for weights
+    that do not fit)."""
     if name.startswith(timm_zoo.PREFIX):
-        return timm_zoo.build(name[len(timm_zoo.PREFIX):], weights, image_size, partial)
+        return timm_zoo.build(name[len(timm_zoo.PREFIX):], weights, image_size, partial,
+                              model_args)
+    if model_args:
+        raise TrainError(f"model_args {model_args} are for timm's models, not {name}")
     return torchvision_zoo.build(name, weights, image_size, partial)
 
 
 def build_model(name: str, num_outputs: int, weights: str = "imagenet", head: str = "linear",
-                dropout: float = 0.2, image_size: int = 224, partial: bool = False) -> Tagger:
+                dropout: float = 0.2, image_size: int = 224, partial: bool = False,
+                model_args: dict | None = None) -> Tagger:
     """A Tagger on a backbone; `model.normalization` is what its inputs must be normalised
     with. Raises TrainError (WeightsError for weights)."""
-    b = build_backbone(name, weights, image_size, partial)
+    b = build_backbone(name, weights, image_size, partial, model_args)
     model = Tagger(b.features, b.width, num_outputs, head, dropout, b.pool_size, b.norm)
     model.normalization = b.normalization
     return model

@@ -7,6 +7,11 @@ applies it.
 Training's transforms, `tag`, `train export` and the report all take it from run/config.json
 (`normalization`), so a pretrained model sees the inputs its weights were trained on. Runs
 from before this record get torchvision's ImageNet mean and std, resized bilinearly.
+
+A WD v3 tagger (`train --init-from WD-FOLDER`, train/wd_folder.py) expects `channel_order`
+BGR: the channels are reversed after normalising, as SmilingWolf's timm models were trained
+(neggles/wdv3-timm#1). `pad_color` records the colour pictures are padded with to a square
+(white: what `prep.imaging.prepare_picture` pads with, and what the WD taggers expect).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torchvision.transforms import v2
 log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CHANNEL_ORDERS = ("RGB", "BGR")
 INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR,
                   "bicubic": v2.InterpolationMode.BICUBIC,
                   "nearest": v2.InterpolationMode.NEAREST}
@@ -37,8 +43,12 @@ class Normalization:
     interpolation: str = "bilinear"
     input_size: int | None = None
     source: str = "imagenet default"
+    channel_order: str = "RGB"            # RGB | BGR: the order of the model's input channels
+    pad_color: str = "white"              # the colour pictures are padded with to a square
 
     def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel order {self.channel_order!r}: RGB or BGR")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.interpolation not in INTERPOLATIONS:
@@ -58,19 +68,35 @@ class Normalization:
         """A config.json record back (the ImageNet default for a run without one)."""
         if not isinstance(record, dict):
             return cls()
-        known = {"mean", "std", "interpolation", "input_size", "source"}
+        known = {"mean", "std", "interpolation", "input_size", "source", "channel_order",
+                 "pad_color"}
         return cls(**{k: v for k, v in record.items() if k in known})
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N)CHW images -> normalised float32, with exactly the operations of training's
-        transforms (torchvision's ToDtype(scale=True) then Normalize)."""
+        """uint8 (N)CHW RGB images -> normalised float32 in the model's channel order, with
+        exactly the operations of training's transforms (torchvision's ToDtype(scale=True),
+        Normalize, then the channels reversed for a BGR model)."""
         x = v2.functional.to_dtype(images, torch.float32, scale=True)
-        return v2.functional.normalize(x, list(self.mean), list(self.std))
+        return self.to_model_order(v2.functional.normalize(x, list(self.mean), list(self.std)))
+
+    def to_model_order(self, x: torch.Tensor) -> torch.Tensor:
+        """(N)CHW RGB -> the model's channel order (reversed for BGR, else as it is)."""
+        return x.flip(-3) if self.channel_order == "BGR" else x
 
     def transform(self) -> v2.Transform:
         """`apply` as a torchvision transform for a Compose."""
-        return v2.Compose([v2.ToDtype(torch.float32, scale=True),
-                           v2.Normalize(list(self.mean), list(self.std))])
+        steps = [v2.ToDtype(torch.float32, scale=True),
+                 v2.Normalize(list(self.mean), list(self.std))]
+        if self.channel_order == "BGR":
+            steps.append(ReverseChannels())
+        return v2.Compose(steps)
+
+
+class ReverseChannels(torch.nn.Module):
+    """CHW (or NCHW) RGB -> BGR, as a transform step (picklable for DataLoader workers)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-3)
 
 
 def recorded_in(source: Path) -> Normalization | None:

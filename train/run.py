@@ -40,6 +40,7 @@ from .data import (
     transforms,
 )
 from .errors import TrainError
+from .head_surgery import label_space
 from .loop import Loop, StepState, evaluate, train_one_epoch
 from .losses import make_loss
 from .metrics import evaluate as score
@@ -50,11 +51,13 @@ from .precision import resolve_precision
 from .settings import TrainSettings
 from .shard_fit import binary_positive, check_classes, note_image_size
 from .tensorboard_log import Board, settings_block
+from .wd_init import build_from_wd, wd_source
 
 log = logging.getLogger(__name__)
 
 # What `_finish` adds to the evaluation report in eval.json (not part of the evaluation).
-_RUN_KEYS = {"step", "epoch", "task", "world_size", "skipped_samples", "kept", "kept_step"}
+_RUN_KEYS = {"step", "epoch", "task", "world_size", "skipped_samples", "kept", "kept_step",
+             "init_tags"}
 
 
 class Run:
@@ -147,6 +150,9 @@ class Run:
         self.device = self._device(local)
         manifest = self._manifest()
         self.tags, self.task = self._tags(manifest)
+        self.wd, self.head_plan = wd_source(s), None    # --init-from a WD v3 tagger folder
+        if self.wd is not None:
+            self.tags, self.head_plan = label_space(self.wd.tags, self.tags, s.keep_tags)
         names = [t["name"] for t in self.tags]
         if self.task == "binary":
             s.positive = binary_positive(self.tags, s.positive)   # recorded in config.json
@@ -171,6 +177,7 @@ class Run:
                  "device": str(self.device), "world_size": self.world,
                  "preparation": manifest.get("image"),  # how `tag` makes pictures (one picture)
                  "normalization": self.normalization.to_dict(),   # what the weights expect
+                 "model_args": self.wd.model_args if self.wd is not None else None,
                  "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total}))
             log.info("%s", settings_block(
                 s, self.task, targets.size, sum(p.numel() for p in self.model.parameters()),
@@ -214,12 +221,15 @@ class Run:
 
     def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> None:
         s = self.s
-        model = build_model(s.model, outputs, s.weights, s.head, s.dropout, s.image_size,
-                            s.weights_partial)
+        if self.wd is not None:
+            model = build_from_wd(self.wd, [t["name"] for t in self.tags], s, priors)
+        else:
+            model = build_model(s.model, outputs, s.weights, s.head, s.dropout, s.image_size,
+                                s.weights_partial)
         self.normalization = model.normalization
-        if priors is not None:
+        if priors is not None and self.wd is None:
             prior_bias(model, priors)
-        if s.init_from:
+        if s.init_from and self.wd is None:
             self._init_from(model, Path(s.init_from))
             self.normalization = recorded_in(Path(s.init_from)) or self.normalization
         self.channels_last = s.channels_last and self.device.type == "cuda"
@@ -323,6 +333,8 @@ class Run:
                       "skipped_samples": int(self.train_ds.errors.sum()),
                       "kept": kept, "kept_step": self.best.get("step", state.step)
                       if kept == "best" else state.step})
+        if self.head_plan is not None:
+            final["init_tags"] = self.head_plan.to_dict()
         if distributed.is_main():
             write_json_atomic(self.out / "eval.json", final)
             if kept == "best":

@@ -99,7 +99,7 @@ def load_run(path: str | Path, *, device: str = "auto", precision: str = "auto",
     image_size = int(config.get("image_size", 224))
     model = build_model(config.get("model", "resnet50"), outputs, weights="none",
                         head=config.get("head", "linear"), dropout=config.get("dropout", 0.2),
-                        image_size=image_size)
+                        image_size=image_size, model_args=config.get("model_args"))
     try:
         model.load_state_dict(load_file(str(path / "model.safetensors")))
     except (RuntimeError, OSError) as exc:

@@ -38,7 +38,9 @@ class TrainSettings:
     head_bias: str = "prior"             # prior (each tag's log-odds in the shards) | default
     task: str | None = None              # multilabel | multiclass | binary (default: manifest)
     positive: str | None = None          # binary: the class that is "present"
-    init_from: str | None = None         # a previous run: keep the layers that fit
+    init_from: str | None = None         # a previous run (the layers that fit) or a WD v3
+                                         # tagger folder (its model, head regrown by name)
+    keep_tags: str = "all"               # with a WD folder: all (its tags + the data's) | seen
     # optimisation
     loss: str = "bce"                    # bce | focal | asymmetric (multilabel)
     optimizer: str = "adamw"             # adamw | sgd

@@ -100,12 +100,16 @@ def _normalization(cfg, source: str) -> Normalization:
                          int(size[-1]) if size else None, source)
 
 
-def _create(timm, name: str, image_size: int, **kwargs) -> nn.Module:
+def _create(timm, name: str, image_size: int, model_args: dict | None = None,
+            **kwargs) -> nn.Module:
+    """timm's `name` at `image_size`, with `model_args` (a WD tagger's config.json
+    `model_args`: class_token, global_pool, ...) as create_model's keyword arguments."""
+    args = {k: v for k, v in (model_args or {}).items() if k not in ("num_classes", "img_size")}
     try:
         try:
-            return timm.create_model(name, img_size=image_size, **kwargs)
+            return timm.create_model(name, img_size=image_size, **args, **kwargs)
         except TypeError:                            # CNNs take any size, and no img_size
-            return timm.create_model(name, **kwargs)
+            return timm.create_model(name, **args, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise TrainError(f"unknown timm model {name!r} (train --list-archs, or "
@@ -113,8 +117,10 @@ def _create(timm, name: str, image_size: int, **kwargs) -> nn.Module:
         raise
 
 
-def build(name: str, weights: str, image_size: int, partial: bool = False) -> Backbone:
-    """The backbone `timm:name` with `weights`; raises TrainError (WeightsError)."""
+def build(name: str, weights: str, image_size: int, partial: bool = False,
+          model_args: dict | None = None) -> Backbone:
+    """The backbone `timm:name` with `weights` (and timm's `model_args`, as a WD tagger's
+    config.json gives them); raises TrainError (WeightsError)."""
     timm = import_timm()
     if name.split(".")[0] not in timm.list_models():
         raise TrainError(f"unknown timm model {name!r} (train --list-archs, or "
@@ -125,7 +131,7 @@ def build(name: str, weights: str, image_size: int, partial: bool = False) -> Ba
         norm = _normalization(model.pretrained_cfg, f"timm {name} pretrained_cfg")
         model.reset_classifier(0)
         return _backbone(model, norm)
-    model = _create(timm, name, image_size)
+    model = _create(timm, name, image_size, model_args)
     norm = _normalization(model.pretrained_cfg, f"timm {name} pretrained_cfg")
     if weights in ("none", "", None):
         model.reset_classifier(0)

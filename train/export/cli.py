@@ -1,13 +1,17 @@
-"""`train export`: the command line; the writers are onnx_writer.py and wd_writer.py.
+"""`train export`: the command line; the writers are onnx_writer.py, wd_writer.py and
+wd_v3_writer.py.
 
     train export --model run/ --format onnx [--out run/model.onnx] [--opset 18]
     train export --model run/ --format wd-onnx [--out run/wd-tagger/]
+    train export --model run/ --format wd [--out run/wd-v3/]
 
 --format onnx writes one ONNX file: `images`, float32 (batch, 3, S, S) at the run's image size
 S, RGB scaled to [0, 1] and normalised with the run's mean and std (as `tag` prepares them), to
 `scores` (probabilities in run/tags.csv order) and `embedding` (the pooled features).
 --format wd-onnx writes a WD-tagger folder (model.onnx + selected_tags.csv) for the tools that
-load those. When onnxruntime is installed, the file is checked against torch.
+load those; --format wd a whole WD v3 folder (timm config.json, model.safetensors, model.onnx,
+selected_tags.csv) that timm's local-dir and `train --init-from` load. When onnxruntime is
+installed, the file is checked against torch.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 from ..errors import TrainError
 from ..runs import load_run
 from .onnx_writer import MIN_OPSET, check_onnx, export_onnx
+from .wd_v3_writer import main_wd_v3
 from .wd_writer import main_wd
 
 log = logging.getLogger(__name__)
@@ -32,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, metavar="RUN",
                    help="a finished train run folder (required)")
     add_deprecated_alias(p, "--run", "--model", "model", type=Path, metavar="RUN")
-    p.add_argument("--format", choices=["onnx", "wd-onnx"], default="onnx",
-                   help="onnx, or wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
-                   "for the tools that load those")
+    p.add_argument("--format", choices=["onnx", "wd-onnx", "wd"], default="onnx",
+                   help="onnx; wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
+                   "for the tools that load those; wd: a whole WD v3 folder (timm config.json "
+                   "and model.safetensors too) that timm's local-dir and train --init-from load")
     p.add_argument("--out", type=Path,
-                   help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger")
+                   help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger; for wd "
+                   "RUN/wd-v3")
     p.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset version")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages, with the "
                    "exporter's")
@@ -51,8 +58,11 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.verbose:                    # the exporter's passes log every step at INFO
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    out = args.out or args.model / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
+    out = args.out or args.model / {"wd-onnx": "wd-tagger", "wd": "wd-v3"}.get(args.format,
+                                                                             "model.onnx")
     run = load_run(args.model, device="cpu", precision="fp32", resize="auto")
+    if args.format == "wd" and out.parent.is_dir():
+        return main_wd_v3(run, out, opset=args.opset, verbose=args.verbose, quiet=args.quiet)
     if args.format == "wd-onnx" and out.parent.is_dir():
         return main_wd(run, out, opset=args.opset, verbose=args.verbose, quiet=args.quiet)
     if not out.parent.is_dir():

@@ -2,7 +2,8 @@
 
 The graph takes `images`, float32 (batch, 3, S, S) at the run's image size S, RGB scaled to
 [0, 1] and normalised with the run's mean and std (config.json's `normalization`, as `tag`
-prepares them: ImageNet's unless the weights came with their own), and gives
+prepares them: ImageNet's unless the weights came with their own; for a run started from a
+WD tagger, whose model takes BGR, the graph reverses the channels itself), and gives
 `scores` (batch, outputs): probabilities, sigmoid per tag (softmax for a multiclass run), in
 the order of run/tags.csv; and `embedding` (batch, width): the pooled features. The model's
 metadata repeats the task, image size, normalisation and label names. Uses torch's
@@ -37,9 +38,10 @@ class Exported(nn.Module):
     def __init__(self, run: LoadedRun):
         super().__init__()
         self.model, self.task = run.model, run.task
+        self.normalization = run.normalization      # a BGR model reverses the RGB input
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.embed(images)
+        features = self.model.embed(self.normalization.to_model_order(images))
         return probabilities(self.model.head(features), self.task), features
 
 

@@ -57,13 +57,13 @@ class WdGraph(nn.Module):
         super().__init__()
         self.model = run.model
         self.register_buffer("order", torch.tensor(order, dtype=torch.long))
-        norm = run.normalization
+        norm = self.normalization = run.normalization
         self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1) * 255)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images[..., [2, 1, 0]].permute(0, 3, 1, 2)          # BGR NHWC -> RGB NCHW
-        x = (x - self.mean) / self.std
+        x = self.normalization.to_model_order((x - self.mean) / self.std)
         return torch.sigmoid(self.model.head(self.model.embed(x)))[:, self.order]
 
 

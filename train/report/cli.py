@@ -155,9 +155,25 @@ def _summary(run_dir: Path, run, shards: str, val: ValScores, seconds: float) ->
         items.append(("throughput", f"{rate:.1f} images/s (mean over epochs)"
                       + (f", about {images / rate / 60:.1f} min of training" if images
                          else "")))
+    norm = run.normalization
+    items.append(("preprocessing", f"{norm.channel_order}, mean {list(norm.mean)} std "
+                  f"{list(norm.std)}, {norm.interpolation}, padded with {norm.pad_color} "
+                  f"({norm.source})"))
+    if isinstance(final.get("init_tags"), dict):
+        items.append(("label space", _init_tags(final["init_tags"], c.get("init_from"))))
     items.append(("validation", f"{len(val.keys)} pictures; this report took {seconds:.0f} s "
                   f"(scores recomputed from model.safetensors on {run.device.type})"))
     return items
+
+
+def _init_tags(record: dict, source) -> str:
+    """eval.json's `init_tags` in words: which tags came from the starting model's head."""
+    def listed(key: str, shown: int = 20) -> str:
+        names = list(record.get(key) or [])
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return f"{len(names)} {key}" + (f" ({', '.join(names[:shown])}{more})" if names else "")
+    return (f"from {source}: {len(record.get('carried') or [])} carried (their rows kept), "
+            f"{listed('added')}, {listed('dropped')}")
 
 
 def _json(path: Path) -> dict:

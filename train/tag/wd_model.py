@@ -35,9 +35,10 @@ WD_THRESHOLD = 0.35
 
 
 def is_wd_folder(path: Path) -> bool:
-    """A folder with model.onnx and selected_tags.csv and no run config: a WD tagger."""
+    """A folder with model.onnx and selected_tags.csv and no run's tags.csv: a WD tagger (a
+    WD v3 folder's timm config.json may be there too)."""
     return (path / WD_MODEL).is_file() and (path / WD_TAGS).is_file() \
-        and not (path / "config.json").is_file()
+        and not (path / "tags.csv").is_file()
 
 
 @dataclass(kw_only=True)
