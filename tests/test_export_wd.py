@@ -21,11 +21,10 @@ import pytest
 from PIL import Image
 from support.train_fixtures import tiny_run
 
-from prep.image_files import find_images
 from train.cli import main
 from train.export.wd_writer import wd_order
 from train.runs import load_run
-from train.tag.inference import predict
+from train.tag.inference import input_images, predict
 from train.tag.selection import mcut_threshold
 
 ort = pytest.importorskip("onnxruntime")
@@ -241,14 +240,14 @@ def test_dghs_imgutils_runs_the_folder(wd_dir, run_dir, images):
     if not WD_PYTHON.exists():
         pytest.skip(f"no dghs-imgutils environment at {WD_PYTHON} (make wd-consumer): the "
                     "kohya reference above still checks the folder")
-    paths = [str(p) for p in find_images(images)]
+    paths = [str(p) for p in input_images(images)]
     done = subprocess.run([str(WD_PYTHON), "-c", CONSUMER, str(wd_dir / "model.onnx"), *paths],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     probs = np.array(out["probs"], dtype=np.float32)
     names = [r["name"] for r in csv.DictReader((wd_dir / "selected_tags.csv").open())]
-    want = tag_scores(run_dir, find_images(images))
+    want = tag_scores(run_dir, input_images(images))
     assert max(float(np.abs(probs[:, j] - want[n]).max()) for j, n in enumerate(names)) < 1e-4
     for row, theirs in zip(probs, out["mcut"], strict=True):      # MCut over general tags
         assert mcut_threshold(row[4:10]) == pytest.approx(theirs)

@@ -82,7 +82,7 @@ def check_round_trip(run, tmp_path, shards, pictures):
     np.testing.assert_allclose(by_name(names, ours, wd_names), want, atol=1e-5, rtol=0)
     onnx = load_model(folder, device="cpu")                  # `tag --model FOLDER`: the ONNX
     assert isinstance(onnx, WdModel)
-    got = np.concatenate([b.scores for b in predict_any(onnx, pictures, 2, 0)])
+    got = np.concatenate([b.scores for b in predict_any(onnx, pictures, batch_size=2, workers=0)])
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
     again = train_from(folder, shards, tmp_path / "again")   # --init-from the export
@@ -110,7 +110,7 @@ def test_an_rgb_timm_run_exports_a_bgr_folder(tmp_path, shards, pictures):
 
 
 def test_a_torchvision_run_is_refused_in_one_line(tmp_path_factory, tmp_path, capsys):
-    from train_fixtures import tiny_run
+    from support.train_fixtures import tiny_run
     run = tiny_run(tmp_path_factory, tmp_path / "tv")
     assert main(["export", "--model", str(run), "--format", "wd", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
