@@ -10,11 +10,12 @@ import pytest
 import torch
 from train_fixtures import emulator_shards
 
-import train.run as run_module
+import train.run_setup as run_module
 from train import checkpoint
 from train.loop import Loop, StepState, train_one_epoch
 from train.models import build_model
-from train.run import Run, resolve_precision
+from train.run import Run
+from train.run_setup import resolve_precision
 from train.settings import TrainSettings
 
 BASE = dict(model="resnet18", weights="none", image_size=32, batch_size=32, workers=0,
@@ -112,7 +113,7 @@ def test_init_from_a_run_takes_the_model_it_kept(tmp_path, caplog):
     (tmp_path / "eval.json").write_text(json.dumps({"kept": "best", "kept_step": 4}))
     fresh = build_model("resnet18", 3, weights="none")
     run = Run(TrainSettings(shards="", out=str(tmp_path / "new"), **BASE))
-    with caplog.at_level("INFO", logger="train.run"):
+    with caplog.at_level("INFO", logger="train.init_from"):
         run._init_from(fresh, tmp_path)
     kept = load_file(str(tmp_path / "model.safetensors"))
     assert [k for k, v in fresh.state_dict().items() if not torch.equal(v, kept[k])] == []
