@@ -158,7 +158,8 @@ def build_run_model(s: TrainSettings, *, outputs: int, device: torch.device, wor
             model, device_ids=[local_rank] if device.type == "cuda" else None)
     if s.compile:
         forward_model = torch.compile(forward_model)
-    return Placed(model, forward_model, normalization, channels_last)
+    return Placed(model=model, forward_model=forward_model, normalization=normalization,
+                  channels_last=channels_last)
 
 
 @dataclass
@@ -175,8 +176,8 @@ def build_streams(s: TrainSettings, *, manifest: dict, targets: Targets,
                   world: int) -> Streams:
     """The train split's stream (augmented, exact epochs) and the val split's (None when the
     shards have no validation samples)."""
-    augment = transforms(s.image_size, True, tuple(s.crop_scale), s.trivial_augment,
-                         normalization)
+    augment = transforms(s.image_size, True, scale=tuple(s.crop_scale),
+                         trivial_augment=s.trivial_augment, normalization=normalization)
     decoder = DeviceDecoder(augment, device) if s.device_decode else None
     train = ShardStream(split_of(s.shards, manifest, "train"), targets,
                         None if s.device_decode else augment, seed=s.seed,
@@ -191,7 +192,7 @@ def build_streams(s: TrainSettings, *, manifest: dict, targets: Targets,
         val = ShardStream(val_split, targets,
                           transforms(s.image_size, False, normalization=normalization),
                           seed=s.seed, shuffle=False, exact=False, rank=rank, world=world)
-    return Streams(train, val, decoder)
+    return Streams(train=train, val=val, decoder=decoder)
 
 
 def make_loader(s: TrainSettings, dataset: ShardStream, *, epoch: int, train: bool,
@@ -225,7 +226,8 @@ def plan_steps(s: TrainSettings, train: ShardStream, world: int) -> StepPlan:
     steps_per_epoch = -(-per_epoch // s.grad_accum)
     total = s.epochs * steps_per_epoch
     stop_at = min(total, s.max_steps) if s.max_steps else total
-    return StepPlan(per_epoch, steps_per_epoch, total, stop_at)
+    return StepPlan(per_epoch=per_epoch, steps_per_epoch=steps_per_epoch, total=total,
+                    stop_at=stop_at)
 
 
 @dataclass
@@ -247,10 +249,11 @@ def build_trainables(s: TrainSettings, model: nn.Module, *, total: int, precisio
                      device: torch.device) -> Trainables:
     """The optimiser's groups, the warm-up and cosine schedule over `total` steps, an EMA
     with `--ema`, and a GradScaler for fp16."""
-    optimizer = make_optimizer(model, s.optimizer, s.lr, s.weight_decay, s.momentum,
-                               s.lr_backbone)
+    optimizer = make_optimizer(model, s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
+                               momentum=s.momentum, lr_backbone=s.lr_backbone)
     scheduler = make_schedule(optimizer, total, s.warmup_steps,
                               0 if s.freeze_backbone else s.head_warmup_steps)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(s.ema)) if s.ema else None
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    return Trainables(model, optimizer, scheduler, ema, scaler)
+    return Trainables(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                      scaler=scaler)

@@ -68,8 +68,9 @@ class Validator:
             multilabel = self.task == "multilabel"
             categories = np.array([t["category"] for t in self.tags])
             counts = np.array([t["count"] for t in self.tags], dtype=np.float64)
-            report = score(sc, tg, categories if multilabel else None,
-                           counts if multilabel else None, self.threshold, self.min_support)
+            report = score(sc, tg, categories=categories if multilabel else None,
+                           counts=counts if multilabel else None, threshold=self.threshold,
+                           min_support=self.min_support)
             report["val_loss"] = loss_sum / max(n, 1)
         report = distributed.broadcast(report)
         self._last = (state.step, dict(report))
