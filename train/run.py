@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from shards.atomic import write_json_atomic
 from shards.tags import write_tags
@@ -31,7 +30,6 @@ from . import distributed
 from .checkpoint_saver import CheckpointSaver
 from .data import Targets
 from .epochs import EpochDriver, EpochHooks
-from .init_from import init_from
 from .loop import Loop, StepState
 from .losses import make_loss
 from .records import METRICS_CSV, MetricsLog, drop_rows_after, plot_run, write_eval
@@ -133,10 +131,6 @@ class Run:
         """The model with `outputs` outputs, placed on this rank's device."""
         return build_run_model(self.s, outputs=outputs, device=self.device, world=self.world,
                                local_rank=local, priors=priors)
-
-    def _init_from(self, model: nn.Module, source: Path) -> None:
-        """`--init-from`: the layers of `source`'s model that fit `model`."""
-        init_from(model, source)
 
     def _write_config(self, manifest: dict, outputs: int) -> None:
         """run/tags.csv and run/config.json (every setting, resolved), and the settings block."""
