@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli_kit.command_line import HelpFormatter, add_config_option, run_main
+from cli_kit.workers import workers_argument
 from shards.storage import StorageError, is_object_url
 
 from .curation import DEDUPE_POLICIES, NEAR_DISTANCE, Curation
 from .errors import PrepError, SettingsError
 from .filters import Filters, parse_ratings
 from .folder_input import FOLDER_KINDS
-from .image_pool import default_workers
 from .imaging import ANIMATED_POLICIES, FORMATS, RESIZE_MODES, ImageSettings
 from .make_shards import ShardJob, ShardSettings, make_shards, shards_summary
 from .make_tag_index import TagIndexJob, make_tag_index
@@ -67,19 +67,6 @@ def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
     add_config_option(parser, default)
 
 
-def workers_option(text: str) -> int | str:
-    """``--workers``: ``auto`` (one per CPU) or a count, 0 meaning the main process."""
-    if text == "auto":
-        return text
-    return _int_at_least(0)(text)
-
-
-def resolve_workers(workers: int | str) -> int:
-    """What the pools take: ``auto`` -> one per CPU; 0 -> 1, which they run in this process
-    (one worker process would only add the cost of the pipe)."""
-    return default_workers() if workers == "auto" else max(1, int(workers))
-
-
 def add_make_tag_index(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``make-tag-index``."""
     excluded = textwrap.fill(", ".join(DEFAULT_EXCLUDE), width=78, initial_indent="  ",
@@ -119,8 +106,7 @@ def add_make_tag_index(commands: argparse._SubParsersAction) -> argparse.Argumen
                         "(category 9) first, as in the WD taggers")
     parser.add_argument("--all-posts", action="store_true",
                         help="count every post, not only those with status 'downloaded'")
-    parser.add_argument("--workers", type=workers_option, default="auto", metavar="auto|N",
-                        help="reader threads: auto = one per CPU; 0 = one at a time")
+    parser.add_argument("--workers", **workers_argument("reader threads"))
     parser.add_argument("--batch-size", type=_int_at_least(1), default=65_536,
                         help="posts per record batch")
     parser.set_defaults(handler=run_make_tag_index)
@@ -133,7 +119,7 @@ def run_make_tag_index(args: argparse.Namespace) -> int:
         posts=tuple(Path(p) for p in args.posts),
         out=Path(args.out),
         count=CountSettings(all_posts=args.all_posts, min_tags_per_post=args.min_tags_per_post,
-                            batch_size=args.batch_size, workers=resolve_workers(args.workers)),
+                            batch_size=args.batch_size, workers=args.workers),
         index=IndexSettings(
             top_k=args.top_k, min_count=args.min_count,
             categories=parse_categories(args.categories),
@@ -245,8 +231,9 @@ def add_make_shards(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     _curation_options(parser)
     parser.add_argument("--keep-untagged", action="store_true",
                         help="keep posts none of whose tags is in the index")
-    parser.add_argument("--workers", type=workers_option, default="auto", metavar="auto|N",
-                        help="image processes: auto = one per CPU; 0 = in the main process")
+    parser.add_argument("--workers", **workers_argument(
+        "image processes (--engine ray: the CPUs of a local Ray; 1 works in the main process "
+        "too, as a single worker would only add a pipe)"))
     parser.add_argument("--num-nodes", type=_int_at_least(1), default=1,
                         help="split the build across machines: each builds every N-th shard "
                         "into its own --out, then `prep merge-shards` joins them")
@@ -329,7 +316,7 @@ def run_make_shards(args: argparse.Namespace) -> int:
                                 max_pixels=args.max_pixels, animated=args.animated,
                                 upscale=not args.no_upscale),
         ),
-        workers=resolve_workers(args.workers), overwrite=args.overwrite,
+        workers=args.workers, overwrite=args.overwrite,
         node_rank=args.node_rank, num_nodes=args.num_nodes,
         **scale_options(args),
     )

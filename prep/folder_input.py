@@ -10,10 +10,11 @@ Two layouts (``kind``; ``auto`` picks ``captions`` when any image has a caption 
   caption has no tags.
 
 Images are the files with an image suffix (case-insensitive), hidden files and folders left
-out. Each becomes a post of site ``folder`` whose ``id`` is a 56-bit hash of its path relative
-to DIR, so ids, keys and the train/val split of a file stay put when files are added; ``md5``
-is the md5 of its bytes (duplicates are kept once). The tag index is built from the labels:
-count descending, then name; category 0; ``top_k`` (0 = all) and ``min_count`` apply.
+out (:mod:`.image_files`, the rule ``tag`` and ``tag review`` use too). Each becomes a post of
+site ``folder`` whose ``id`` is a 56-bit hash of its path relative to DIR, so ids, keys and
+the train/val split of a file stay put when files are added; ``md5`` is the md5 of its bytes
+(duplicates are kept once). The tag index is built from the labels: count descending, then
+name; category 0; ``top_k`` (0 = all) and ``min_count`` apply.
 
 With a given ``tags.csv`` (a model's, after ``tag review``), caption tags match its rows in
 either spelling (:func:`.labels.tag_key`); :func:`match_captions` counts the distinct caption
@@ -34,6 +35,7 @@ import pyarrow as pa
 from shards.tags import decode_tags, tags_bytes
 
 from .errors import EmptyInputError, InputError, SettingsError
+from .image_files import find_images, is_image_name
 from .imaging import IMAGE_SUFFIXES
 from .labels import LabelIndex, index_of
 from .sources import Root, list_files, location, open_source, read_source
@@ -73,17 +75,6 @@ class FolderScan:
     posts: pa.Table
     tag_counts: Counter[str]
     skipped: dict[str, int]  # reason -> files
-
-
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def find_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive), sorted by relative path."""
-    found = [p for p in root.rglob("*")
-             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p, root)]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def parse_caption(text: str) -> list[str]:
@@ -127,8 +118,7 @@ def _listing(root: Root) -> tuple[list[str], set[str] | None]:
     """The images of ``root`` (relative POSIX paths, sorted) and, for a URL, every file name."""
     if isinstance(root, str):
         files = set(list_files(root))
-        images = sorted(n for n in files if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES
-                        and not any(part.startswith(".") for part in n.split("/")))
+        images = sorted(n for n in files if is_image_name(n))
         return images, files
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")

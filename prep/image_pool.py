@@ -50,14 +50,6 @@ def process_item(item: Item, settings: ImageSettings) -> Result:
         return ("failed_error", f"{type(exc).__name__}: {exc}"[:300], None)
 
 
-def default_workers() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _init_worker(settings: ImageSettings, process: Callable[[Item, ImageSettings], Result],
                  parent: int) -> None:
     global _settings, _process
@@ -77,7 +69,8 @@ def _run_batch(items: list[Item]) -> list[Result]:
 
 
 class ImagePool:
-    """Ordered image processing; ``workers <= 1`` runs in the calling process.
+    """Ordered image processing; ``workers`` 0 or 1 runs in the calling process (one worker
+    process would only add the cost of the pipe).
 
     ``process`` (default :func:`process_item`) must be a module-level function, as workers
     import it by name.

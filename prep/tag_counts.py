@@ -23,7 +23,6 @@ occurrences, which is the number of posts carrying the tag when lists hold no du
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
+
+from cli_kit.workers import resolve_workers
 
 from .posts_reader import ReadUnit, iter_batches, tag_lists
 
@@ -62,7 +63,7 @@ class CountSettings:
     all_posts: bool = False  # also count posts that were not downloaded (metadata-only)
     min_tags_per_post: int = 0  # posts with fewer entries in `tags` do not count
     batch_size: int = 65_536  # rows per record batch
-    workers: int = 0  # threads; 0 = one per CPU
+    workers: int | None = None  # reader threads; None = one per CPU, 0 = in this thread
 
 
 @dataclass
@@ -221,13 +222,17 @@ def count_unit(unit: ReadUnit, settings: CountSettings) -> tuple[pa.Table, PostT
 
 
 def map_units(
-    fn: Callable[[ReadUnit], T], units: Sequence[ReadUnit], workers: int
+    fn: Callable[[ReadUnit], T], units: Sequence[ReadUnit], workers: int | None
 ) -> Iterator[T]:
-    """Apply ``fn`` to every unit on a thread pool, yielding results in unit order.
+    """Apply ``fn`` to every unit on a pool of ``workers`` threads (None: one per CPU; 0: in
+    this thread, one unit at a time), yielding results in unit order.
 
     At most ``2 * workers`` units are in flight, so results waiting to be merged stay bounded.
     """
-    workers = workers or os.cpu_count() or 1
+    workers = resolve_workers(workers)
+    if workers == 0:
+        yield from map(fn, units)
+        return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep") as pool:
         pending: list[Future[T]] = []
         todo = iter(units)

@@ -3,19 +3,22 @@
     python scripts/demo.py [--posts 2000] [--epochs 4] [--image-size 64] [--out demo-out]
 
 A step that fails stops the demo with its exit code; the last line, "every step ran", says
-that none did.
+that none did. Each command is echoed (`  $ ...`) quoted as a shell reads it, so a line can be
+pasted as it is (`--tags ''` for the empty search).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from scrape.emulator import EmulatorThread
 from scrape.emulator.sites import SITES
@@ -33,9 +36,60 @@ def get_json(url: str):
     return json.loads(body) if body.strip() else []
 
 
+def echo(cmd: list[str]) -> str:
+    """The line the demo prints for `cmd`: a shell given it runs exactly `cmd`."""
+    return "  $ " + shlex.join(cmd)
+
+
 def run(cmd: list[str]) -> int:
-    print("  $ " + " ".join(cmd), flush=True)
+    print(echo(cmd), flush=True)
     return subprocess.run(cmd).returncode
+
+
+class Places(NamedTuple):
+    """Where the demo writes each step's output, under its --out folder."""
+
+    raw: Path
+    index: Path
+    shards: Path
+    model: Path
+    tagged: Path
+    table: Path
+
+    @classmethod
+    def under(cls, out: Path) -> Places:
+        return cls(out / "raw", out / "tags.csv", out / "shards", out / "run", out / "tagged",
+                   out / "tagged.jsonl")
+
+
+def commands(out: Path, base_url: str, posts: int, image_size: int,
+             epochs: int) -> dict[str, list[str]]:
+    """Every command the demo runs, by step, each an argv list (this Python first)."""
+    raw, index, shards, model, tagged, table = Places.under(out)
+    py = sys.executable
+    return {
+        "scrape": [py, "-m", "scrape", "--site", "danbooru", "--tags", "", "--out", str(raw),
+                   "--base-url", base_url, "--rate", "0", "--limit", str(posts)],
+        "make-tag-index": [py, "-m", "prep", "make-tag-index", "--posts", str(raw), "--out",
+                           str(index), "--top-k", "1000"],
+        "make-shards": [py, "-m", "prep", "make-shards", "--posts", str(raw), "--tags",
+                        str(index), "--out", str(shards), "--image-size", str(image_size),
+                        "--samples-per-shard", "500", "--val-fraction", "0.1", "-q"],
+        # Settings for ~200 steps from scratch (docs/BENCHMARKS.md, "Demo visual tags"): a low
+        # learning rate, no dropout, no crop (a flip only), a longer warm-up. The last model is
+        # kept: ~970 of the 1,000 tags are random, so the best overall mAP is noise. Two
+        # workers everywhere, so the stream (and the numbers) are the same on any machine.
+        "train": [py, "-m", "train", "--stream", "--shards", str(shards), "--out", str(model),
+                  "--arch", "resnet18", "--weights", "none", "--image-size", str(image_size),
+                  "--epochs", str(epochs), "--batch-size", "32", "--lr", "5e-4", "--dropout",
+                  "0", "--crop-scale", "1", "1", "--warmup-steps", "40", "--keep", "last",
+                  "--workers", "2", "--log-every", "20", "-q"],
+        "tag captions": [py, "-m", "train", "tag", "--model", str(model), str(tagged),
+                         "--per-tag-thresholds", "--captions", "--underscores-to-spaces",
+                         "--workers", "2", "-q"],
+        "tag table": [py, "-m", "train", "tag", "--model", str(model), str(tagged),
+                      "--threshold", "0", "--output", str(table), "--workers", "2", "-q"],
+    }
 
 
 def pick_validation_images(raw: Path, shards: Path, into: Path, n: int,
@@ -63,6 +117,16 @@ def _report_size(folder: Path) -> str:
     return f"{folder / 'index.html'} ({size / 1e6:.1f} MB with its thumbnails)"
 
 
+def next_steps(model: Path, tagged: Path) -> str:
+    """The closing suggestions, each command quoted so that it pastes as it is."""
+    tag = shlex.join(["tag", "--model", str(model), "YOUR_IMAGES", "--captions"])
+    export = shlex.join(["train", "export", "--model", str(model), "--format", "onnx"])
+    review = shlex.join(["tag", "review", str(tagged), "--model", str(model)])
+    return (f"   next: {tag}    {export}\n"
+            f"   review and correct the tags in the browser, then retrain on them:\n"
+            f"     {review}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--posts", type=int, default=2000)
@@ -83,43 +147,30 @@ def main() -> int:
         print(f"   {len(visual)} visual tags the images show: {', '.join(visual[:8])}, ...")
 
         print("2. scrape: every post of the search, images and tags by category")
-        raw = args.out / "raw"
-        code = run([sys.executable, "-m", "scrape", "--site", "danbooru", "--tags", "",
-                    "--out", str(raw), "--base-url", emu.site("danbooru"), "--rate", "0",
-                    "--limit", str(args.posts)])
+        steps = commands(args.out, emu.site("danbooru"), args.posts, args.image_size,
+                         args.epochs)
+        raw, index, shards, model, tagged, table = Places.under(args.out)
+        code = run(steps["scrape"])
         if code != 0:
             print("   scrape failed")
             return code
 
     print("3. prep make-tag-index")
-    index = args.out / "tags.csv"
-    code = run([sys.executable, "-m", "prep", "make-tag-index", "--posts", str(raw), "--out",
-                str(index), "--top-k", "1000"])
+    code = run(steps["make-tag-index"])
     if code != 0:
         print("   prep make-tag-index failed")
         return code
     lines = index.read_text().splitlines()
     print(f"   {len(lines) - 1} tags -> {index}; top: {', '.join(lines[1:4])}")
     print("4. prep make-shards")
-    shards = args.out / "shards"
-    if run([sys.executable, "-m", "prep", "make-shards", "--posts", str(raw), "--tags",
-            str(index), "--out", str(shards), "--image-size", str(args.image_size),
-            "--samples-per-shard", "500", "--val-fraction", "0.1", "-q"]) != 0:
+    if run(steps["make-shards"]) != 0:
         return 1
     manifest = read_manifest(shards)
     print("   " + ", ".join(f"{name}: {len(split['shards'])} shards, {split['successes']} "
                               "samples" for name, split in manifest["splits"].items()))
 
     print("5. train --stream (resnet18, no pretrained weights: the demo is offline)")
-    model = args.out / "run"
-    # Settings for ~200 steps from scratch (docs/BENCHMARKS.md, "Demo visual tags"): a low
-    # learning rate, no dropout, no crop (a flip only), a longer warm-up. The last model is
-    # kept: ~970 of the 1,000 tags are random, so the best overall mAP is noise.
-    if run([sys.executable, "-m", "train", "--stream", "--shards", str(shards), "--out",
-            str(model), "--arch", "resnet18", "--weights", "none", "--image-size",
-            str(args.image_size), "--epochs", str(args.epochs), "--batch-size", "32",
-            "--lr", "5e-4", "--dropout", "0", "--crop-scale", "1", "1", "--warmup-steps", "40",
-            "--keep", "last", "--workers", "2", "--log-every", "20", "-q"]) != 0:
+    if run(steps["train"]) != 0:
         return 1
     report = json.loads((model / "eval.json").read_text())
     print(f"   validation: mAP {report['mAP']:.3f} over {report['tags_with_positives']} tags, "
@@ -131,13 +182,8 @@ def main() -> int:
     for value, tag in learned:
         print(f"     {tag:24s} {value:.3f}")
     print("6. tag: a handful of validation images (never trained on), with captions")
-    tagged, table = args.out / "tagged", args.out / "tagged.jsonl"
     truth = pick_validation_images(raw, shards, tagged, 6, set(visual))
-    if run([sys.executable, "-m", "train", "tag", "--model", str(model), str(tagged),
-            "--per-tag-thresholds", "--captions", "--underscores-to-spaces", "--workers", "2",
-            "-q"]) != 0 or run([sys.executable, "-m", "train", "tag", "--model", str(model),
-                                str(tagged), "--threshold", "0", "--output", str(table),
-                                "--workers", "2", "-q"]) != 0:
+    if run(steps["tag captions"]) != 0 or run(steps["tag table"]) != 0:
         return 1
     print("   each image's visual tags, the model's background colour (its best-learned "
           "group), and the visual tags it scores above the P=R threshold (* when right)")
@@ -163,10 +209,7 @@ def main() -> int:
                         ("  evaluation report", _report_size(model / "report")),
                         ("tagged images, captions", tagged), ("their tags and scores", table)):
         print(f"   {what:24s} {where}")
-    print(f"   next: tag --model {model} YOUR_IMAGES --captions    "
-          f"train export --model {model} --format onnx")
-    print(f"   review and correct the tags in the browser, then retrain on them:\n"
-          f"     tag review {tagged} --model {model}")
+    print(next_steps(model, tagged))
     print("every step ran")
     return 0
 

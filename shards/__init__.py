@@ -9,7 +9,7 @@
     atomic.py   write-then-rename with fsync (used by prep and train too)
     writer.py   ShardWriter: one shard, tar and parquet renamed into place, stats written last
     reader.py   webdataset-style stages: list_shards -> tar_samples -> decode; read_shards
-    labels.py   label_counts: how many samples of a split have each label (parquet label_ids)
+    labels.py   label_ids as make-shards recorded them (<key>.json, parquet); label_counts per split
     storage.py  object storage through fsspec (s3://, gs://, ...): open with retries, upload
 
 ``prep make-shards`` writes shards through :class:`ShardWriter`; ``train`` reads them through

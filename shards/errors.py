@@ -13,3 +13,7 @@ class ManifestError(ShardsError):
 
 class TagsError(ShardsError):
     """A tag index (``tags.csv``) is missing, unreadable or malformed."""
+
+
+class LabelsError(ShardsError):
+    """A sample's recorded labels (``label_ids``) are missing or malformed."""

@@ -1,56 +1,101 @@
-"""How often each label occurs in a split, from the shards' parquet files (the tars unread).
+"""A sample's labels as ``prep make-shards`` recorded them: its ``label_ids``, and how often
+each occurs in a split.
 
-    positives, samples = label_counts(split_urls, rows=5000)
-    positives[i] / samples       # the share of the split's samples with tags.csv row i
+make-shards decides once which rows of the tag index a sample has (``prep/labels.py``: its
+tags in the index in either spelling, its rating against the rating rows, in row order, each
+row once) and writes them as ``label_ids`` (0-based rows of the shards' ``tags.csv``) into
+``<key>.json`` and the parquet. Every reader takes them from there, never from the tags again:
 
-Each shard's ``NNNNN.parquet`` beside its ``NNNNN.tar`` holds one row per attempted sample;
-the successes (the samples in the tar) are counted, each label of a sample once, by its
-``label_ids`` (row numbers of the shards' ``tags.csv``). Torch-free.
+    label_ids(meta, key)                  # the ids of one sample's <key>.json dict
+    read_label_ids("shards/", "val")      # {key: ids} of every sample in the split (parquet)
+    positives, samples = label_counts(split_urls, rows=5000)   # positives[i] / samples: the
+                                          # share of the split's samples with row i
+
+The parquet files beside the tars are read, the tars never. Shards of format version 1 have
+always had ``label_ids``; a sample without them (a tar written by hand or by another tool) is
+refused with :class:`LabelsError`, which says so. Torch-free.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import ShardsError
+from .errors import LabelsError
 from .format import SUCCESS
+from .manifest import read_manifest, split_shards
 from .streams import open_stream
 
-log = logging.getLogger(__name__)
+MISSING = ("has no 'label_ids' (the tags.csv rows make-shards gives it): these shards were not "
+           "written by `prep make-shards`; rebuild them with it")
+
+
+def label_ids(meta: Mapping[str, Any], key: str | None = None) -> list[int]:
+    """The ``label_ids`` of a sample's ``<key>.json`` dict. Raises LabelsError when they are
+    missing or are not a list of non-negative integers."""
+    name = key if key is not None else meta.get("key")
+    ids = meta.get("label_ids")
+    if ids is None:
+        raise LabelsError(f"sample {name} {MISSING}")
+    if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise LabelsError(f"sample {name}: 'label_ids' must be a list of row numbers, "
+                          f"got {ids!r}")
+    return ids
 
 
 def parquet_of(tar_url: str) -> str:
     """The parquet file (path or URL) beside a shard's tar: ``00000.tar`` -> ``00000.parquet``."""
     if not tar_url.endswith(".tar"):
-        raise ShardsError(f"{tar_url}: not a shard's .tar")
+        raise LabelsError(f"{tar_url}: not a shard's .tar")
     return tar_url[:-len(".tar")] + ".parquet"
+
+
+def read_label_ids(source: str | Path, split: str = "train",
+                   manifest: dict[str, Any] | None = None) -> dict[str, list[int]]:
+    """``{key: label_ids}`` of every sample in the tars of ``split`` (the parquet rows whose
+    status is success), read from each shard's parquet beside its tar (local or URL).
+
+    Raises ManifestError for an unknown split or an unfinished build, LabelsError when a
+    parquet file cannot be read or has no ``label_ids``."""
+    manifest = manifest if manifest is not None else read_manifest(source)
+    out: dict[str, list[int]] = {}
+    for shard in split_shards(manifest, source, split):
+        location = parquet_of(shard["url"])
+        table = _read(location, ["key", "status", "label_ids"])
+        for key, status, ids in zip(*(table.column(c).to_pylist()
+                                      for c in ("key", "status", "label_ids")), strict=True):
+            if status == SUCCESS:
+                if ids is None:
+                    raise LabelsError(f"{location}: sample {key} {MISSING}")
+                out[key] = ids
+    return out
 
 
 def label_counts(tar_urls: Iterable[str], rows: int) -> tuple[np.ndarray, int]:
     """(samples with each label id, as int64 of length `rows`; successful samples) over the
-    shards of these tars. Raises ShardsError when a parquet file cannot be read, a successful
-    sample has no ``label_ids`` (shards not written by ``prep make-shards``), or an id is not
-    a row of a `rows`-row tag index."""
+    shards of these tars. Raises LabelsError when a parquet file cannot be read, a successful
+    sample has no ``label_ids``, or an id is not a row of a `rows`-row tag index."""
     positives = np.zeros(rows, np.int64)
     samples = 0
     for url in tar_urls:
         location = parquet_of(url)
-        table = _read(location)
+        table = _read(location, ["status", "label_ids"])
         table = table.filter(pc.equal(table["status"], SUCCESS))
         ids = table["label_ids"].combine_chunks()
         if ids.null_count:
-            raise ShardsError(f"{location}: {ids.null_count} successful samples without "
+            raise LabelsError(f"{location}: {ids.null_count} successful samples without "
                               "label_ids (shards not written by prep make-shards?)")
         values = pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64)
         if len(values) and (values.min() < 0 or values.max() >= rows):
-            raise ShardsError(f"{location}: label id {int(values.max())} is not a row of the "
+            raise LabelsError(f"{location}: label id {int(values.max())} is not a row of the "
                               f"{rows}-row tag index")
         sample = pc.list_parent_indices(ids).to_numpy(zero_copy_only=False).astype(np.int64)
         once = np.unique(sample * rows + values) % rows       # a label counts once per sample
@@ -59,10 +104,10 @@ def label_counts(tar_urls: Iterable[str], rows: int) -> tuple[np.ndarray, int]:
     return positives, samples
 
 
-def _read(location: str) -> pa.Table:
+def _read(location: str, columns: list[str]) -> pa.Table:
     try:
         with open_stream(location) as stream:
             data = stream.read()
-        return pq.read_table(io.BytesIO(data), columns=["status", "label_ids"])
-    except (OSError, pa.ArrowException) as exc:
-        raise ShardsError(f"cannot read the labels in {location}: {exc}") from None
+        return pq.read_table(io.BytesIO(data), columns=columns)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        raise LabelsError(f"cannot read the label_ids in {location}: {exc}") from None

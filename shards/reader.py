@@ -10,6 +10,9 @@ does, as in webdataset: return True to skip the item, False to stop, or raise it
     list_shards(source, split)  -> {"url", "name", "samples"}, one per shard of the manifest
     tar_samples(shards)         -> {"__key__", "__url__", "jpg" | "webp": bytes, "json": bytes}
     decode(samples, image=...)  -> {"__key__", "__url__", "image", "meta", "format"}
+    image_member(sample)        -> (ext, bytes): the image member of a tar sample
+
+A sample's labels are its ``meta["label_ids"]`` (:mod:`.labels`), as make-shards recorded them.
 
 ``source`` is a shard root or manifest, as a local path or a URL that :mod:`.streams` opens
 (http(s) with retries, ``pipe:...``). The same shards load with plain webdataset,
@@ -77,6 +80,16 @@ def tar_samples(shards: Iterable[dict[str, Any]],
             break
 
 
+def image_member(sample: dict[str, Any]) -> tuple[str, bytes]:
+    """``(extension, bytes)`` of a sample's image member, one of IMAGE_EXTS (the members
+    make-shards writes). Raises ValueError for a sample without one."""
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    if ext is None:
+        raise ValueError(f"sample {sample.get('__key__')} has no image "
+                         f"(members: {', '.join(k for k in sample if k[:2] != '__')})")
+    return ext, sample[ext]
+
+
 def _decode_image(data: bytes, ext: str, image: str) -> Any:
     if image == "bytes":
         return data
@@ -94,14 +107,11 @@ def decode(samples: Iterable[dict[str, Any]], image: str = "numpy",
         raise ValueError(f"image must be one of {IMAGE_KINDS}, got {image!r}")
     for sample in samples:
         try:
-            ext = next((e for e in IMAGE_EXTS if e in sample), None)
-            if ext is None:
-                raise ValueError(f"sample {sample.get('__key__')} has no image "
-                                 f"(members: {', '.join(k for k in sample if k[:2] != '__')})")
+            ext, data = image_member(sample)
             yield {
                 "__key__": sample["__key__"],
                 "__url__": sample.get("__url__"),
-                "image": _decode_image(sample[ext], ext, image),
+                "image": _decode_image(data, ext, image),
                 "meta": json.loads(sample["json"]),
                 "format": ext,
             }

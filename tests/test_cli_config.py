@@ -2,8 +2,8 @@
 
 The file's values become the parser's defaults, so any flag given, abbreviated or not, wins;
 each value is checked by the flag's own action, and a wrong one is a one-line error, exit 2.
-Also the deprecated spellings (train --model, train export/report --run, tag --resize) and
-`--workers` of prep.
+Also the deprecated spellings (train --model, train export/report --run, tag --resize);
+`--workers` is in test_workers.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from test_prep_make_shards_support import write_images
+from support.shard_builds import write_images
 
 from cli_kit.command_line import run_main
 
@@ -141,20 +141,10 @@ def test_deprecated_spellings_still_work_with_a_warning(tmp_path, capsys):
     args = parsed("tag", ["--model", "run/", "pics/", "--resize", "stretch"])
     assert args.resize_mode == "keep_ratio"
     assert "--resize is deprecated; use --resize-mode" in capsys.readouterr().err
-    from train.export import build_parser as export_parser
+    from train.export.cli import build_parser as export_parser
     from train.report.cli import build_parser as report_parser
     for build in (export_parser, report_parser):
         assert str(build().parse_args(["--run", "run/"]).model) == "run"
         assert "--run is deprecated; use --model" in capsys.readouterr().err
         assert str(build().parse_args(["--model", "run/"]).model) == "run"
         assert capsys.readouterr().err == ""
-
-
-def test_workers_mean_processes_with_auto_for_one_per_cpu():
-    from prep.cli import resolve_workers
-    from prep.image_pool import default_workers
-    args = parsed("prep", ["make-shards", "--folder", "f", "--out", "o"])
-    assert args.workers == "auto" and resolve_workers(args.workers) == default_workers()
-    args = parsed("prep", ["make-shards", "--folder", "f", "--out", "o", "--workers", "0"])
-    assert resolve_workers(args.workers) == 1          # ImagePool runs 1 in this process
-    assert resolve_workers(3) == 3

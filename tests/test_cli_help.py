@@ -21,10 +21,10 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     from prep.cli import build_parser as prep
     from scrape.cli import build_parser as scrape
     from train.cli import build_parser as train
-    from train.export import build_parser as export
+    from train.export.cli import build_parser as export
     from train.report.cli import build_parser as report
-    from train.review.cli import build_parser as review
     from train.tag.cli import build_parser as tag
+    from train.tag.review.cli import build_parser as review
     top, subs = prep()
     found = {"scrape": scrape(), "prep": top, "train": train(), "train export": export(),
              "train report": report(), "tag": tag(), "tag review": review()}

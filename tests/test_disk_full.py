@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from disk_faults import FullDisk
-from test_scrape_support import scrape
-from train_fixtures import emulator_shards
+from support.disk_faults import FullDisk
+from support.scrape_runs import scrape
+from support.train_fixtures import emulator_shards
 
 from cli_kit.disk_full import no_space, no_space_line, writing
 from prep.cli import main as prep_main

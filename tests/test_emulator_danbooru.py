@@ -8,7 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import http_get
+from support.http import http_get
 
 
 @pytest.fixture

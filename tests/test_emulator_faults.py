@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import AGENT, http_get
+from support.http import AGENT, http_get
 
 from scrape.emulator import EmulatorThread, FaultConfig
 from scrape.emulator.faults import TokenBucket

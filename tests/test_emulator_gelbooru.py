@@ -17,11 +17,11 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 from PIL import Image
+from support.http import http_get
 
 from scrape.emulator import EmulatorThread
 from scrape.emulator import vocab as V
 from scrape.emulator.gelbooru import DIALECT
-from tests.conftest import http_get
 
 TOO_DEEP = b"Too deep! Pull it back some. Holy fuck."
 FIELD_TYPES = {

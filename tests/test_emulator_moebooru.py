@@ -11,11 +11,11 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 from PIL import Image
+from support.http import http_get
 
 from scrape.emulator import EmulatorThread
 from scrape.emulator import vocab as V
 from scrape.emulator.moebooru import KONACHAN, YANDERE
-from tests.conftest import http_get
 
 POST_KEYS = [
     "id", "tags", "created_at", "updated_at", "creator_id", "approver_id", "author", "change",

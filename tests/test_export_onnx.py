@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from train_fixtures import tiny_run
+from support.train_fixtures import tiny_run
 
 from train.cli import main
-from train.export import Exported
-from train.tag.inference import load_run
+from train.export.onnx_writer import Exported
+from train.runs import load_run
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -47,7 +48,7 @@ def test_onnx_matches_torch_on_another_batch_size(run_dir, capsys):
 
 
 def test_multiclass_export_gives_softmax_scores(run_dir, tmp_path):
-    from train.export import export_onnx
+    from train.export.onnx_writer import export_onnx
     run = load_run(run_dir, device="cpu")
     run.task = "multiclass"
     export_onnx(run, tmp_path / "m.onnx")
@@ -68,3 +69,17 @@ def test_export_errors_are_one_line(run_dir, tmp_path, capsys):
     assert main(["export", "--model", str(run_dir), "--out", str(tmp_path / "x" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_metadata_names_the_resize_mode_the_shards_recorded(run_dir, tmp_path):
+    """A keep_ratio run says keep_ratio (prep's name), not tag's old "stretch"."""
+    from train.export.onnx_writer import export_onnx
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["preparation"] = {**(config.get("preparation") or {}), "size": 32,
+                             "resize_mode": "keep_ratio"}
+    (copy / "config.json").write_text(json.dumps(config))
+    export_onnx(load_run(copy, device="cpu"), tmp_path / "m.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert meta["resize"] == "keep_ratio"

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from train_fixtures import tiny_run
+from support.train_fixtures import tiny_run
 
+from prep.image_files import find_images
 from train.cli import main
-from train.tag.inference import find_images, load_run, predict
+from train.export.wd_writer import wd_order
+from train.runs import load_run
+from train.tag.inference import predict
 from train.tag.selection import mcut_threshold
-from train.wd_export import wd_order
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

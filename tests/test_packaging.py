@@ -99,7 +99,8 @@ def test_wheel_ships_every_subpackage_and_nothing_else(built):
                 for p in (ROOT / pkg).rglob("__init__.py")}
     assert expected <= shipped, f"missing from the wheel: {sorted(expected - shipped)}"
     assert {"scrape/sites", "scrape/emulator"} <= shipped
-    assert {"train/review/static/review.js", "train/review/static/review.css"} <= set(names)
+    assert {"train/tag/review/static/review.js",
+            "train/tag/review/static/review.css"} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "bench/", "scripts/"))]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 

@@ -4,7 +4,7 @@ shards, naming the class)."""
 
 from __future__ import annotations
 
-from test_prep_make_shards_support import make_shards, write_images
+from support.shard_builds import make_shards, write_images
 
 
 def test_images_without_captions_or_class_folders(tmp_path, capsys):

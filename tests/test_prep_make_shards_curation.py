@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_prep_make_shards_support import documented_split, encode, make_shards, rows_of
+from support.shard_builds import documented_split, encode, make_shards, rows_of
 
 import prep.cli
 import scrape.cli

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_prep_make_shards_support import TINY, make_shards, snapshot, write_images
+from support.shard_builds import TINY, make_shards, snapshot, write_images
 
 from prep.cli import main
 from prep.make_shards import build as driver

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from PIL import Image
-from test_prep_make_shards_support import encode, make_shards, rows_of, write_images
+from support.shard_builds import encode, make_shards, rows_of, write_images
 
 from shards import read_shards
 

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from PIL import Image
-from test_prep_make_shards_support import (
+from support.shard_builds import (
     encode,
     exif_rotated_jpeg,
     halves,

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_prep_make_shards_support import make_shards, snapshot, wait_paused, write_images
+from support.shard_builds import make_shards, snapshot, wait_paused, write_images
 
 from prep.pause import ENV
 

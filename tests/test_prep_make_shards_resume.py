@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_prep_make_shards_support import (
+from support.shard_builds import (
     arm_pause,
     make_shards,
     snapshot,

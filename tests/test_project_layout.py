@@ -85,3 +85,26 @@ def missing_documents(root: Path) -> list[str]:
 
 def test_every_document_the_project_names_is_in_the_repository():
     assert missing_documents(ROOT) == []
+
+
+def test_no_test_module_imports_another_and_helpers_live_in_support():
+    """Shared helpers are in tests/support/ (no tests there); a test module imports none of
+    its siblings, so each can be read, run and moved alone."""
+    import ast
+    tests = Path(__file__).parent
+    siblings = {p.stem for p in tests.glob("test_*.py")} | {"conftest"}
+    for path in sorted(tests.glob("*.py")) + sorted((tests / "support").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                 for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and not n.level}
+        names |= {(n.module or "").split(".")[1] for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("tests.")}
+        assert not names & siblings, f"{path.name} imports {sorted(names & siblings)}"
+        if path.parent.name == "support":
+            assert not any(isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+                           for n in tree.body), f"{path.name}: tests belong in tests/"
+    helpers = [p.name for p in tests.glob("*.py")
+               if not p.name.startswith("test_") and p.name != "conftest.py"]
+    assert not helpers, f"helpers outside tests/support/: {helpers}"

@@ -16,15 +16,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from report_fixtures import cached_run
-from test_train_review import Served, _post
+from support.report_fixtures import cached_run
+from support.review_server import Served, post_json
 
 from prep.cli import main as prep_main
 from shards import read_shards
 from train.cli import main as train_main
-from train.review.cli import build_parser, prepare
-from train.review.server import make_app
 from train.tag.cli import main as tag_main
+from train.tag.review.cli import build_parser, prepare
+from train.tag.review.server import make_app
 
 pytestmark = pytest.mark.heavy        # the small training run, then a one-epoch retrain
 
@@ -65,7 +65,7 @@ def test_review_then_retrain_keeps_every_known_caption_tag_and_the_correction(
             image = next(s for s in json.loads(r.read())["images"] if s["path"] == "img00.png")
         missing = next(n for n in names if n not in image["caption"] and "_" in n)
         removed = image["caption"][0]
-        reply = _post(served.url + "api/edit", {
+        reply = post_json(served.url + "api/edit", {
             "items": [{"id": image["id"], "version": image["version"]}],
             "add": [missing.replace("_", " ")], "remove": [removed]})
         assert [r["status"] for r in reply["results"]] == ["saved"]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_scrape_support import (
+from support.scrape_runs import (
     FAST,
     log_since,
     read_rows,

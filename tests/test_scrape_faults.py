@@ -12,7 +12,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from test_scrape_support import (
+from support.scrape_runs import (
     IMAGE_EXTS,
     by_id,
     check_images,

@@ -9,8 +9,8 @@ import asyncio
 from urllib.parse import urlsplit
 
 import pytest
-from test_scrape_support import check_images, read_rows, scrape
-from test_scrape_units import FakeClock
+from support.clock import FakeClock
+from support.scrape_runs import check_images, read_rows, scrape
 
 from scrape.emulator import EmulatorThread
 from scrape.http import Client

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 from PIL import Image
-from test_scrape_support import FAST, IMAGE_PATH, LocalServer, by_id, read_rows
+from support.scrape_runs import FAST, IMAGE_PATH, LocalServer, by_id, read_rows
 
 from scrape.cli import main
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_scrape_support import scrape
+from support.scrape_runs import scrape
 
 
 @pytest.mark.parametrize(("site", "page"), [

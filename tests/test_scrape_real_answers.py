@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 from urllib.parse import parse_qs
 
-from test_scrape_sites import QUERY, dialect, listed_by
-from test_scrape_support import (
+from support.http import http_get
+from support.scrape_runs import (
     CATEGORY,
     IMAGE_EXTS,
     by_id,
@@ -24,9 +24,9 @@ from test_scrape_support import (
     stored_ext,
     world_posts,
 )
+from support.sites import QUERY, dialect, listed_by
 
 from scrape.emulator import vocab as V
-from tests.conftest import http_get
 
 
 def test_konachan_posts_have_no_file_ext_and_rows_take_it_from_the_url(emulator, tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from test_scrape_support import (
+from support.scrape_runs import (
     by_id,
     check_images,
     file_gets,

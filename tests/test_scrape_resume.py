@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_scrape_support import (
+from support.scrape_runs import (
     FAST,
     IMAGE_PATH,
     by_id,

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from PIL import Image
-from test_scrape_support import (
+from support.scrape_runs import (
     CATEGORY,
     IMAGE_EXTS,
     SCHEMA,
@@ -26,27 +26,15 @@ from test_scrape_support import (
     stored_ext,
     world_posts,
 )
+from support.sites import QUERY, dialect, listed_by
 
 import scrape.emulator.gelbooru as gelbooru_emulator
 import scrape.sites.gelbooru as gelbooru_adapter
 from scrape.emulator import EmulatorThread, FaultConfig
-from scrape.emulator.gelbooru import DIALECT
 from scrape.sites import SITES as ADAPTERS
 from scrape.sites.gelbooru import Safebooru
 
 SITES = list(ADAPTERS)         # every site the scraper has an adapter for
-QUERY = "fubowa_rino"          # a copyright of the session world: ~50 posts, with characters
-
-
-def listed_by(site: str, posts: list) -> list:
-    """The posts a site lists for a search, from the world's posts matching it."""
-    if site == "danbooru":
-        return posts                                    # deleted posts are listed
-    if site == "safebooru":
-        return [p for p in posts if not p.is_deleted and p.rating == "g"]
-    return [p for p in posts if not p.is_deleted]
-
-
 def expected_status(site: str, post) -> str:
     if site == "danbooru":
         if post.is_deleted:
@@ -73,14 +61,6 @@ def listing(entries: list[dict], site: str) -> list[dict]:
                 e["path"] == f"/{site}/index.php" and q.get("s") == "post"):
             out.append({**e, "q": q})
     return out
-
-
-def dialect(emulator, site: str):
-    for resource in emulator.app.router.resources():
-        info = resource.get_info()
-        if info.get("prefix") == f"/{site}":
-            return info["app"][DIALECT]
-    raise LookupError(site)
 
 
 # -- every site ----------------------------------------------------------------------------

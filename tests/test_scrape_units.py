@@ -15,13 +15,14 @@ import zipfile
 import pytest
 from aiohttp import web
 from PIL import Image
+from support.clock import FakeClock
 
 from scrape.download import CONTENT_ATTEMPTS, ImageStore, fetch_image
 from scrape.errors import FetchError, SiteError
 from scrape.filetype import looks_like_html, sniff
 from scrape.http import Client
 from scrape.post import as_int, rating_word, safe_ext, valid_md5
-from scrape.ratelimit import Clock, HostLimiter, TokenBucket
+from scrape.ratelimit import HostLimiter, TokenBucket
 
 AGENT = "booru-tagger-tests/1.0"
 
@@ -110,27 +111,6 @@ def test_as_int():
 def within_bucket(times: list[float], rate: float, burst: int) -> bool:
     return all(j - i + 1 <= burst + rate * (times[j] - times[i]) + 0.01
                for i in range(len(times)) for j in range(i, len(times)))
-
-
-class FakeClock(Clock):
-    """Virtual time for the limiter and retry tests: sleeps take no real time, and are kept."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(seconds, 0.0)
-        await asyncio.sleep(0)
-
-    async def sleep_until(self, when: float) -> None:
-        self.sleeps.append(when - self.t)
-        self.t = max(self.t, when)
-        await asyncio.sleep(0)
 
 
 def test_token_bucket_burst_then_rate():

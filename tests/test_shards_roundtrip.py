@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
-from test_prep_make_shards_support import encode, rows_of, write_images
+from support.shard_builds import encode, rows_of, write_images
 
 from prep.imaging import ImageSettings
 from prep.make_shards import ShardJob, ShardSettings, make_shards

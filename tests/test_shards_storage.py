@@ -6,7 +6,7 @@ import builtins
 import json
 
 import pytest
-from test_prep_make_shards_support import make_shards, snapshot, write_images
+from support.shard_builds import make_shards, snapshot, write_images
 
 from shards.storage import Storage, StorageError, is_object_url, open_url
 

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_prep_make_shards_support import (
+from support.shard_builds import (
     arm_pause,
     rows_of,
     snapshot,

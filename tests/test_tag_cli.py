@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import emulator_shards, write_shards
+from support.train_fixtures import emulator_shards, write_shards
 
 from train.cli import main as train_main
 from train.run import Run
+from train.runs import load_run
 from train.settings import TrainSettings
 from train.tag.cli import main
-from train.tag.inference import load_picture, load_run
+from train.tag.inference import load_picture
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 230)}
 BASE = dict(model="resnet18", weights="none", batch_size=32, workers=0, lr=2e-3, log_every=0,

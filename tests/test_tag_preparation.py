@@ -1,7 +1,7 @@
 """One picture: `tag` makes exactly the pictures `prep make-shards` stored, for every setting.
 
 The same source files go through `make-shards` (real CLI, folder input) and through `tag`'s
-preparation (`train.tag.inference.preparation` from a run config that records the shards'
+preparation (`train.runs.preparation` from a run config that records the shards'
 image settings, as `train` writes it). Encoding tag's picture with the shards' settings gives
 the shard's bytes exactly, so the pixels before encoding were the same.
 """
@@ -21,7 +21,8 @@ from prep.cli import main as prep_main
 from prep.imaging import encode, prepare_picture
 from shards.manifest import read_manifest
 from shards.reader import read_shards
-from train.tag.inference import load_picture, preparation
+from train.runs import preparation
+from train.tag.inference import load_picture
 
 
 def _save(im: Image.Image, path: Path, fmt: str, **kw) -> None:

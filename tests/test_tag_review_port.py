@@ -7,7 +7,7 @@ import socket
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import emulator_shards
+from support.train_fixtures import emulator_shards
 
 from train.cli import main as train_main
 from train.tag.cli import main as tag_main

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from train.errors import TrainError
-from train.tag.inference import Tag
+from train.runs import Tag
 from train.tag.selection import (
     Picker,
     add_selection_flags,

@@ -12,16 +12,9 @@ import torch
 from PIL import Image
 
 from train.errors import TrainError
+from train.runs import NEGATIVE, LoadedRun, Tag, select, thresholds
 from train.tag.captions import CaptionStyle, caption, format_tag, write_caption
-from train.tag.inference import (
-    NEGATIVE,
-    LoadedRun,
-    Tag,
-    find_images,
-    load_picture,
-    select,
-    thresholds,
-)
+from train.tag.inference import input_images, load_picture
 from train.tag.sorting import Sorter, folder_name
 
 
@@ -85,8 +78,9 @@ def _run(tmp_path, task="multilabel", categories=(0, 0, 4, 9, 9), positive=None,
                             strict=True)]
     if per_tag is not None:
         (tmp_path / "eval.json").write_text(json.dumps({"per_tag": {"threshold": per_tag}}))
-    return LoadedRun(tmp_path, None, tags, {"threshold": 0.4}, task, positive, 32, "pad",
-                     torch.device("cpu"), "fp32")
+    return LoadedRun(path=tmp_path, model=None, tags=tags, config={"threshold": 0.4}, task=task,
+                     positive=positive, image_size=32, resize="pad", device=torch.device("cpu"),
+                     precision="fp32")
 
 
 def test_global_threshold_and_the_rating_argmax(tmp_path):
@@ -171,15 +165,15 @@ def test_folder_names_are_one_safe_path_component():
 
 
 # -- finding and loading images -------------------------------------------------------------
-def test_find_images_recurses_dedupes_and_skips_the_sort_folder(tmp_path):
+def test_input_images_recurses_dedupes_and_skips_the_sort_folder(tmp_path):
     _files(tmp_path / "in" / "sub", ["b.PNG", "notes.txt"])
     _files(tmp_path / "in", ["a.jpg"])
     _files(tmp_path / "in" / "sorted" / "red", ["c.jpg"])
-    found = find_images([tmp_path / "in", tmp_path / "in" / "a.jpg"],
+    found = input_images([tmp_path / "in", tmp_path / "in" / "a.jpg"],
                         exclude=[tmp_path / "in" / "sorted"])
     assert [p.relative_to(tmp_path / "in").as_posix() for p in found] == ["a.jpg", "sub/b.PNG"]
     with pytest.raises(TrainError, match="no such file or folder"):
-        find_images([tmp_path / "missing"])
+        input_images([tmp_path / "missing"])
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -205,7 +199,7 @@ def test_exif_orientation_is_applied():
     im.paste((255, 0, 0), (0, 0, 20, 20))                  # left half red
     exif = Image.Exif()
     exif[0x0112] = 6                                       # displayed rotated 90° clockwise
-    x = load_picture(_encode(im, "JPEG", exif=exif, quality=95), 20, "stretch")
+    x = load_picture(_encode(im, "JPEG", exif=exif, quality=95), 20, "keep_ratio")
     assert x[0, 2, 10] > 200 and x[2, 2, 10] < 60           # red is on top now
     assert x[2, 18, 10] > 200                              # blue at the bottom
 

@@ -8,15 +8,15 @@ import json
 
 import pytest
 import torch
-from train_fixtures import emulator_shards
+from support.train_fixtures import emulator_shards
 
 import train.run_setup as run_module
 from train import checkpoint
 from train.init_from import init_from
 from train.loop import Loop, StepState, train_one_epoch
 from train.models import build_model
+from train.precision import resolve_precision
 from train.run import Run
-from train.run_setup import resolve_precision
 from train.settings import TrainSettings
 
 BASE = dict(model="resnet18", weights="none", image_size=32, batch_size=32, workers=0,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.train_fixtures import write_shards
 from torch.utils.data import DataLoader
-from train_fixtures import write_shards
 
 from shards.errors import ManifestError
 from shards.manifest import Split, read_manifest, split_of
@@ -63,7 +63,8 @@ def _split(tmp_path, sizes, broken=frozenset()):
             for _ in range(size):
                 data = b"not a jpeg at all" if i in broken else _jpeg(i)
                 tw.write({"__key__": f"{i:09d}", "jpg": data,
-                          "json": json.dumps({"tags": ["a" if i % 2 else "b"]}).encode()})
+                          "json": json.dumps({"tags": ["a" if i % 2 else "b"],
+                                              "label_ids": [i % 2 ^ 1]}).encode()})
                 keys.append(f"{i:09d}")
                 i += 1
         urls.append(url)

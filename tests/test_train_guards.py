@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import write_shards
+from support.train_fixtures import write_shards
 
 from train.cli import main
 from train.run import Run

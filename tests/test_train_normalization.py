@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.train_fixtures import emulator_shards
 from torchvision.transforms import v2
-from train_fixtures import emulator_shards
 
 from train.data import decode_image
 from train.run import Run
+from train.runs import load_run
 from train.settings import TrainSettings
-from train.tag.inference import load_picture, load_run, model_input, predict
+from train.tag.inference import load_picture, model_input, predict
 
 torch.set_num_threads(1)
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)       # not ImageNet's: a wrong one shows
@@ -97,7 +98,7 @@ def test_tag_resizes_a_recorded_preparation_with_the_weights_interpolation(tmp_p
 
 def test_the_wd_export_graph_normalises_as_the_run_was_trained(pretrained_run):
     run, root = pretrained_run
-    from train.wd_export import WdGraph
+    from train.export.wd_writer import WdGraph
     image = decode_image(_val_image(root))
     loaded = load_run(root / "run", device="cpu")
     graph = WdGraph(loaded, list(range(len(loaded.names)))).eval()

@@ -9,8 +9,8 @@ from html import unescape
 
 import numpy as np
 import pytest
-from browser import chromium, screenshot
-from report_fixtures import cached_run
+from support.browser import chromium, screenshot
+from support.report_fixtures import cached_run
 
 from train.cli import main as train_main
 from train.metrics import score

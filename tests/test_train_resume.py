@@ -16,7 +16,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import emulator_shards
+from support.train_fixtures import emulator_shards
 
 from train.run import Run
 from train.settings import TrainSettings

@@ -3,22 +3,21 @@ real browser: reject a tag on one image, add one to a selection, reload, check t
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
 import urllib.parse
 import urllib.request
 
 import pytest
-from browser import chromium, screenshot
 from PIL import Image
-from report_fixtures import cached_run
+from support.browser import chromium, screenshot
+from support.report_fixtures import cached_run
+from support.review_server import Served, post_json
 
 from shards import read_shards
-from train.review.cli import build_parser, prepare, serve
-from train.review.server import make_app
 from train.tag.cli import main as tag_main
+from train.tag.review.cli import build_parser, prepare
+from train.tag.review.server import make_app
 
 
 @pytest.fixture
@@ -36,29 +35,6 @@ def folder(tmp_path_factory, tmp_path):
 
 def _prepared(run, images):
     return prepare(build_parser().parse_args([str(images), "--model", str(run)]))
-
-
-class Served:
-    """The app on a free loopback port, in a thread with its own event loop."""
-
-    def __init__(self, app):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner, self.url = asyncio.run_coroutine_threadsafe(
-            serve(app, "127.0.0.1", 0), self.loop).result(30)
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def _post(url, body):
-    req = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def _corrections(images):
@@ -121,13 +97,13 @@ def test_the_api_over_http(folder):
         assert len(state["images"]) == 6 and len(state["tags"]) == len(store.names)
         ids = [s["id"] for s in state["images"] if s["path"] in ("img2.png", "img3.png")]
         items = [{"id": i, "version": state["images"][i]["version"]} for i in ids]
-        reply = _post(served.url + "api/edit", {"items": items, "add": ["red, background"]})
+        reply = post_json(served.url + "api/edit", {"items": items, "add": ["red, background"]})
         assert [r["status"] for r in reply["results"]] == ["saved", "saved"]
         assert [r["unknown"] for r in reply["results"]] == [[], []]
         for name in ("img2.txt", "img3.txt"):     # a known tag, in the caption's spelling
             assert (images / name).read_text().strip().endswith("red_background")
         with pytest.raises(urllib.error.HTTPError) as bad:
-            _post(served.url + "api/edit", {"items": "nonsense"})
+            post_json(served.url + "api/edit", {"items": "nonsense"})
         assert bad.value.code == 400
         with urllib.request.urlopen(served.url + f"image/{ids[0]}", timeout=30) as r:
             assert r.read() == (images / "img2.png").read_bytes()
@@ -157,7 +133,7 @@ def test_the_api_names_the_tags_the_model_does_not_know(folder):
             state = {s["path"]: s for s in json.loads(r.read())["images"]}
         assert state["img0.png"]["unknown"] == ["not_a_model_tag"]
         item = {"id": state["img0.png"]["id"], "version": state["img0.png"]["version"]}
-        reply = _post(served.url + "api/edit", {"items": [item],
+        reply = post_json(served.url + "api/edit", {"items": [item],
                                                 "add": ["totally new", "red_background"]})
         [result] = reply["results"]
         assert result["status"] == "saved" and result["unknown"] == ["totally new"]
@@ -172,11 +148,11 @@ def test_the_api_names_the_tags_the_model_does_not_know(folder):
 def test_a_caption_in_prompt_spelling_is_read_and_written_back_in_it(tmp_path):
     """`tag --underscores-to-spaces --escape-parentheses` captions: known tags are found in
     them, an edit writes the file back in that spelling, an unknown tag stays as written."""
-    from train.review.store import ReviewStore
+    from train.tag.review.store import ReviewStore
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("diamond \\(shape\\), my_thing\n")
-    store = ReviewStore(tmp_path, {}, ["diamond_(shape)", "red_background"],
-                        {"diamond_(shape)": 0, "red_background": 0}, {})
+    store = ReviewStore(tmp_path, predictions={}, names=["diamond_(shape)", "red_background"],
+                        categories={"diamond_(shape)": 0, "red_background": 0}, thresholds={})
     state = store.state(0)
     assert state["caption"] == ["diamond_(shape)", "my_thing"]
     assert state["unknown"] == ["my_thing"]

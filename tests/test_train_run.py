@@ -14,9 +14,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from train_fixtures import corrupt_images, emulator_shards, write_shards
+from support.train_fixtures import corrupt_images, emulator_shards, write_shards
 
-from shards import read_shards
 from shards.manifest import read_manifest, write_manifest
 from train.cli import main
 from train.run import Run
@@ -260,13 +259,6 @@ def test_a_model_that_diverges_stops_the_run_naming_the_step(shards, tmp_path, c
     assert code == 2
     assert "diverged by step 2 (epoch 0)" in err and "validation scores are NaN" in err, err
     assert not (tmp_path / "run" / "eval.json").exists()
-    # The message is true: the weights of step 2 give NaN on a validation picture.
-    from train.models import build_model
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert saved["step"] == 2
-    model = build_model("resnet18", len(saved["model"]["head.1.bias"]), weights="none")
-    model.load_state_dict(saved["model"])
-    image = next(iter(read_shards(shards, "val", image="numpy")))["image"]
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        assert torch.isnan(torch.sigmoid(model.eval()(x))).any()
+    # The diverged weights are not checkpointed (the checkpoint follows the step's
+    # evaluation), so a --resume cannot continue from them.
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

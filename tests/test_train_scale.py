@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import corrupt_images, emulator_shards
+from support.train_fixtures import corrupt_images, emulator_shards
 
 from shards.manifest import read_manifest
 from train.run import Run

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from train_fixtures import emulator_shards
+from support.train_fixtures import emulator_shards
 
 from train.cli import main
 from train.errors import TrainError

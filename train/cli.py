@@ -24,13 +24,14 @@ from cli_kit.command_line import (
     add_deprecated_alias,
     run_main,
 )
+from cli_kit.workers import LOADER_CAP, workers_argument
 from shards.errors import ShardsError
 
 from .errors import TrainError
-from .settings import TrainSettings
+from .precision import PRECISIONS
+from .settings import TrainSettings, local_ranks
 
 log = logging.getLogger(__name__)
-_DEFAULTS = TrainSettings(shards="", out="")
 COMMANDS = """commands:
   train export --model RUN ...   the run's model as ONNX or a WD-tagger folder (--help)
   train report --model RUN ...   the HTML evaluation report of a run (--help)
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the head only (a linear probe on frozen features)")
     g = p.add_argument_group("data")
     g.add_argument("--image-size", type=int, help="side of the square training crop, pixels")
-    g.add_argument("--workers", type=int, metavar="N", help="data loading processes; 0 = in "
-                   "the main process")
+    g.add_argument("--workers", **workers_argument("data loading processes per rank",
+                                                   LOADER_CAP, local_ranks()))
     g.add_argument("--shuffle-buffer", type=int, help="samples held for shuffling the stream")
     g.add_argument("--open-shards", type=int, help="shards each worker reads interleaved")
     g.add_argument("--seed", type=int, help="seed of the shuffles, augmentation and init")
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TrivialAugment (without colour operations) on training images")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+    g.add_argument("--precision", choices=PRECISIONS,
                    help="auto: bf16 on a GPU that supports it, else fp16 with a GradScaler; "
                    "fp32 on CPU")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
@@ -146,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on an unfinished shard build (default: refuse it)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    p.set_defaults(**{k: v for k, v in _DEFAULTS.to_dict().items()
+    defaults = TrainSettings(shards="", out="")      # now: --workers' default is this machine's
+    p.set_defaults(**{k: v for k, v in defaults.to_dict().items()
                       if k not in ("shards", "out", "extra")})
     return p
 
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         from .report.cli import main as report_main
         return report_main(argv[1:])
     if argv[:1] == ["export"]:
-        from .export import main as export_main
+        from .export.cli import main as export_main
         return export_main(argv[1:])
     return run_main("train", build_parser(), argv, run_training, (TrainError, ShardsError),
                     interrupted="interrupted; `--resume` continues from the last checkpoint",

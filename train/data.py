@@ -6,6 +6,9 @@
              ─▶ each stream interleaves `open_shards` ranges (webdataset's tar stages)
              ─▶ bounded shuffle buffer of encoded samples ─▶ decode + augment ─▶ (image, target)
 
+A sample's target comes from the `label_ids` make-shards recorded in its `<key>.json`
+(shards/labels.py), through `Targets`; its tags are never matched again.
+
 Every training epoch visits every sample exactly once across all ranks and workers: each
 stream yields exactly `per_stream()` samples, a whole number of batches, and the few needed
 to make the streams equal (less than one batch per stream) are padding taken from the start
@@ -32,14 +35,16 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from shards.errors import LabelsError
+from shards.labels import label_ids
 from shards.manifest import Split
+from shards.reader import image_member
 from shards.streams import tar_samples
 
 from .errors import DataError
 from .normalization import Normalization
 
 log = logging.getLogger(__name__)
-IMAGE_KEYS = ("jpg", "jpeg", "webp", "png")
 MAX_WORKERS = 64
 CROP_SCALE = (0.85, 1.0)           # the default crop keeps borders and objects in the picture
 
@@ -74,25 +79,41 @@ def stream_ranges(counts: list[int], order: list[int], shift: int, first: int,
 
 
 class Targets:
-    """Sample tags -> a target vector, through the run's tag index, by name."""
+    """A sample's `label_ids` (rows of the shards' tags.csv, as `prep make-shards` recorded
+    them: shards/labels.py) -> the target vector of the run's outputs.
 
-    def __init__(self, names: list[str], task: str, positive: str | None = None):
-        self.index = {n: i for i, n in enumerate(names)}
+    multilabel: the multi-hot of the ids; multiclass: the one-hot of the sample's single label
+    (make-shards gives a `--folder` class image exactly one; a sample with none or several is
+    refused with ValueError, which the stream counts and skips); binary: whether the
+    positive's row is among the ids. `rows` names the rows the ids index (the shards'
+    tags.csv) when they are not the run's `names` (a run scored on other shards): an id then
+    counts for the run's output of the same row name, and a row the run lacks for none."""
+
+    def __init__(self, names: list[str], task: str, positive: str | None = None,
+                 rows: list[str] | None = None):
         self.task = task
         self.positive = positive if positive is not None else (names[0] if names else None)
         self.size = 1 if task == "binary" else len(names)
+        rows = list(names) if rows is None else list(rows)
+        self.rows = len(rows)
+        self._positive_row = rows.index(self.positive) if self.positive in rows else None
+        output = {n: i for i, n in enumerate(names)}
+        self._output = [output.get(n, -1) for n in rows]
 
-    def __call__(self, tags: list[str]) -> torch.Tensor | None:
+    def __call__(self, label_ids: list[int]) -> torch.Tensor:
+        """The target of one sample. Raises ValueError for an id that is not a row, or a
+        multiclass sample without exactly one label."""
+        bad = [i for i in label_ids if not 0 <= i < self.rows]
+        if bad:
+            raise ValueError(f"label id {bad[0]} is not a row of the run's tag index "
+                             f"({self.rows} rows): the shards were built with another tags.csv")
         out = torch.zeros(self.size)
         if self.task == "binary":
-            out[0] = float(self.positive in tags)
+            out[0] = float(self._positive_row is not None and self._positive_row in label_ids)
             return out
-        hits = [self.index[t] for t in tags if t in self.index]
-        if self.task == "multiclass":
-            if not hits:
-                return None
-            out[hits[0]] = 1.0
-            return out
+        hits = sorted({self._output[i] for i in label_ids} - {-1})
+        if self.task == "multiclass" and len(hits) != 1:
+            raise ValueError(f"{len(hits)} class labels: a multiclass sample has exactly one")
         out[hits] = 1.0
         return out
 
@@ -291,24 +312,20 @@ class ShardStream(IterableDataset):
             log.warning("%s has %d samples, its manifest says at least %d", url, n, stop)
 
     def _prepare(self, sample: dict, worker: int):
+        key = str(sample.get("__key__"))
         try:
-            meta = json.loads(sample["json"])
-            data = next(sample[k] for k in IMAGE_KEYS if k in sample)
-            tags = list(meta.get("tags") or meta.get("labels") or [])
-            if meta.get("rating"):              # rating rows of the index (category 9)
-                tags.append(meta["rating"])
-            target = self.targets(tags)
-            if target is None:
-                return None
-            key = str(sample.get("__key__"))
+            target = self.targets(label_ids(json.loads(sample["json"]), key))
+            _, data = image_member(sample)
             if self.transform is None:          # decoded later, on the training device
                 if data[:3] != b"\xff\xd8\xff":
                     raise ValueError("device decoding needs JPEG shards")
                 return torch.frombuffer(bytearray(data), dtype=torch.uint8), target, key
             return self.transform(decode_image(data)), target, key
+        except LabelsError as exc:              # shards without labels: no sample has any
+            raise DataError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - one bad sample is skipped and counted
             self.errors[worker] += 1
-            log.warning("skipping sample %s: %s", sample.get("__key__"), exc)
+            log.warning("skipping sample %s: %s", key, exc)
             return None
 
 

@@ -6,7 +6,7 @@
     after every epoch: the evaluation and its row (without `--eval-every`), the checkpoint
 
 What an evaluation, a row and a checkpoint are is not its business: `train/run.py` hands it
-`evaluate`, `record` and `save`.
+`validate`, `record` and `save`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class EpochHooks:
     """What the driver calls: a (competing) evaluation's report, a metrics row from a
     report and an epoch's stats, and a checkpoint."""
 
-    evaluate: Callable[[], dict]
+    validate: Callable[[], dict]
     record: Callable[[dict, dict], None]
     save: Callable[[], None]
 
@@ -65,7 +65,7 @@ class EpochDriver:
             log.info("step %d: head warm-up done, the backbone trains too", state.step)
         self.board.step(state.step, state.images, self.optimizer)
         if s.eval_every and state.step % s.eval_every == 0:
-            self.hooks.record(self.hooks.evaluate(), {})
+            self.hooks.record(self.hooks.validate(), {})
         if s.checkpoint_every and state.step % s.checkpoint_every == 0:
             self.hooks.save()               # after the evaluation: it holds this step's best
         return state.step >= self.plan.stop_at
@@ -87,5 +87,5 @@ class EpochDriver:
             state.batches_in_epoch = 0
             state.epoch_loss = 0.0
             if not s.eval_every:
-                self.hooks.record(self.hooks.evaluate(), stats)
+                self.hooks.record(self.hooks.validate(), stats)
             self.hooks.save()               # after the evaluation: it holds this step's best

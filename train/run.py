@@ -32,6 +32,7 @@ from .data import Targets
 from .epochs import EpochDriver, EpochHooks
 from .loop import Loop, StepState
 from .losses import make_loss
+from .precision import resolve_precision
 from .records import METRICS_CSV, MetricsLog, drop_rows_after, plot_run, write_eval
 from .run_setup import (
     Placed,
@@ -44,7 +45,6 @@ from .run_setup import (
     plan_steps,
     read_run_manifest,
     read_run_tags,
-    resolve_precision,
 )
 from .settings import TrainSettings
 from .shard_fit import binary_positive, check_classes, note_image_size
@@ -125,7 +125,7 @@ class Run:
                                                    skip=skip),
             forward_model=self.placed.forward_model, optimizer=self.parts.optimizer,
             board=self.board, device=self.device,
-            hooks=EpochHooks(evaluate=self._validate, record=self._record, save=self._save))
+            hooks=EpochHooks(validate=self._validate, record=self._record, save=self._save))
 
     def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> Placed:
         """The model with `outputs` outputs, placed on this rank's device."""

@@ -43,18 +43,6 @@ log = logging.getLogger(__name__)
 TASKS = ("multilabel", "multiclass", "binary")
 
 
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: bf16 on a GPU with native bf16 (compute capability 8.0 or later: A100, L4,
-    H100, RTX 30xx and newer), fp16 (with a GradScaler) on an older GPU (T4, V100, where bf16
-    is only emulated), fp32 on CPU; any other value as asked."""
-    if requested != "auto":
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    # Not torch.cuda.is_bf16_supported(): its default counts emulated bf16 as support.
-    return "bf16" if tuple(torch.cuda.get_device_capability(device)) >= (8, 0) else "fp16"
-
-
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """`--device` as a torch device (`auto`: this rank's GPU, else the CPU); TrainError for
     CUDA on a machine without it."""

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+
+from cli_kit.workers import LOADER_CAP, default_workers
+
+
+def local_ranks() -> int:
+    """The training processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``; else 1)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def default_loader_workers() -> int:
+    """``workers``' default: the CPUs of this machine shared by its ranks, at most
+    ``LOADER_CAP`` (cli_kit.workers: the one rule of every command)."""
+    return default_workers(LOADER_CAP, local_ranks())
 
 
 @dataclass
@@ -40,7 +57,8 @@ class TrainSettings:
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.85, 1.0)   # keeps borders and objects in the picture
     trivial_augment: bool = False        # TrivialAugment without colour operations
-    workers: int = 4
+    workers: int = field(default_factory=default_loader_workers)  # DataLoader processes
+                                         # per rank; 0 = in the main process
     shuffle_buffer: int = 2000
     open_shards: int = 4
     seed: int = 0

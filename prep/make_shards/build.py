@@ -23,11 +23,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from cli_kit.workers import resolve_workers
 from shards.atomic import write_bytes_atomic
 from shards.format import SPLITS, TAGS, ShardPaths, sha256_file
 from shards.manifest import write_manifest
 
-from ..image_pool import default_workers
 from ..sources import Root, location
 from .engine_local import write_local
 from .engine_ray import write_ray
@@ -106,7 +106,7 @@ def _hasher(job: ShardJob, roots: list[Root], cache: FirstPassCache, progress: b
     def hasher(rows: pa.Table):
         paths = [location(roots[r], p) for r, p in
                  zip(rows["root"].to_pylist(), rows["image_path"].to_pylist(), strict=True)]
-        return cache.run(paths, job.workers or default_workers(), progress)
+        return cache.run(paths, resolve_workers(job.workers), progress)
     return hasher
 
 

@@ -16,7 +16,9 @@ import logging
 
 from tqdm import tqdm
 
-from ..image_pool import ImagePool, default_workers
+from cli_kit.workers import resolve_workers
+
+from ..image_pool import ImagePool
 from ..pause import pause_point
 from .plan import ShardSpec
 from .shard import BuildShard, EngineOptions, ShardBuilder
@@ -28,7 +30,7 @@ def write_local(pending: list[ShardSpec], build: BuildShard, builder: ShardBuild
                 options: EngineOptions) -> list[ShardSpec]:
     """Build every shard of ``pending`` with ``build`` here; see the module docstring.
     Returns the shards it could not build: none (a failure is raised)."""
-    workers = options.workers or default_workers()
+    workers = resolve_workers(options.workers)
     total = sum(len(spec.rows) for spec in pending)
     with ImagePool(builder.image, workers) as pool, tqdm(
             total=total, unit="img", desc="make-shards", disable=not options.progress) as bar:

@@ -13,7 +13,8 @@ tar and parquet is byte for byte the one a local build writes. Ray reruns a task
 died (``max_retries``); a shard that still fails (an image that kills the decoder every time) is
 returned to the driver, which builds it with the local engine (that image is then recorded as
 ``failed_worker_died``). Without ``ray_address`` a local Ray instance is started with
-``workers`` CPUs. Ray is the optional extra ``booru-tagger[ray]``, imported only here.
+``workers`` CPUs (None: one per CPU; 0 counts as 1). Ray is the optional extra
+``booru-tagger[ray]``, imported only here.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cli_kit.workers import resolve_workers
 from shards.atomic import write_json_atomic
 from shards.format import ShardPaths
 
 from ..errors import SettingsError
-from ..image_pool import default_workers
 from ..pause import pause_point
 from .plan import ShardSpec
 from .shard import BuildShard, EngineOptions, ShardBuilder
@@ -48,14 +49,14 @@ def import_ray() -> Any:
     return ray
 
 
-def _connect(ray: Any, address: str | None, workers: int) -> bool:
+def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     """Connect to (or start) Ray; True when this call started it."""
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
+        ray.init(num_cpus=max(1, resolve_workers(workers)), include_dashboard=False,
                  log_to_driver=False)
     return True
 

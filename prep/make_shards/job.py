@@ -50,7 +50,7 @@ class ShardJob:
     allow_unknown_tags: bool = False  # folder + tags: build when most caption tags are unknown
     images_root: Root | None = None  # image_path is relative to this (default: from --posts)
     settings: ShardSettings = field(default_factory=ShardSettings)
-    workers: int = 0  # image processes; 0 = one per CPU, 1 = in this process
+    workers: int | None = None  # image processes; None = one per CPU, 0 or 1 = in this process
     overwrite: bool = False
     node_rank: int = 0  # with num_nodes > 1: build only shards i with i % num_nodes == rank
     num_nodes: int = 1  # (then `prep merge-shards` joins the parts into one dataset)

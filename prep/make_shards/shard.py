@@ -114,7 +114,9 @@ def sample_of(row: dict[str, Any], result: Result, index: LabelIndex, ext: str) 
 class EngineOptions:
     """How an engine runs (never what it writes)."""
 
-    workers: int = 0  # local: image processes (0 = one per CPU); ray: CPUs of a local Ray
+    # local: image processes (None = one per CPU, 0 or 1 = in this process); ray: CPUs of a
+    # local Ray
+    workers: int | None = None
     progress: bool = False
     ray_address: str | None = None  # ray: None = start a local Ray; auto | HOST:PORT = join
     cache: FirstPassCache | None = None  # local: the first pass's encoded images

@@ -23,7 +23,7 @@ from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 from ..errors import TrainError
 from ..metrics import score
 from ..records import METRICS_CSV, read_metrics, series
-from ..tag.inference import load_run
+from ..runs import load_run
 from . import pages
 from .analysis import hits, pr_curve, tag_rows, worst
 from .scores import ValScores, validation_scores
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = 12            # false positives and false negatives shown per tag, each
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, shards: str | None = None,
+def write_report(run_dir: str | Path, *, out: str | Path | None = None, shards: str | None = None,
                  examples: int = EXAMPLES, device: str = "auto", batch_size: int = 64,
                  quiet: bool = False) -> Path:
     """Score the validation shards with the run's model and write the report folder
@@ -47,7 +47,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, shards: str
     shards = shards or str(run.config.get("shards") or "")
     if not shards:
         raise TrainError(f"{run_dir}/config.json names no shards: give --shards")
-    val = validation_scores(run, shards, batch_size, quiet)
+    val = validation_scores(run, shards, batch_size=batch_size, quiet=quiet)
     tags = ([t for t in run.tags if t["name"] == run.positive][:1] if run.task == "binary"
             else run.tags)
     categories = np.array([t["category"] for t in tags])
@@ -96,7 +96,8 @@ def _tag_pages(folder: Path, val: ValScores, rows: list[dict], k: int) -> set[in
         shown.update(tp.tolist())
         precision, recall, _ = pr_curve(scores, targets)
         chart = line_chart({row["name"]: (recall, precision)}, "precision-recall", "recall",
-                           "precision", (0.0, 1.0), (0.0, 1.0), "chart pr", markers=False)
+                           y_label="precision", y_range=(0.0, 1.0), x_range=(0.0, 1.0),
+                           css_class="chart pr", markers=False)
 
         def items(idx: np.ndarray, scores=scores) -> list[dict]:
             return [{"key": val.keys[j], "thumb": f"{j:06d}", "score": float(scores[j]),
@@ -199,8 +200,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise TrainError("--model RUN is required")
     if args.examples < 0 or args.batch_size < 1:
         raise TrainError("--examples must be 0 or more and --batch-size at least 1")
-    index = write_report(args.model, args.out, args.shards, args.examples, args.device,
-                         args.batch_size, args.quiet)
+    index = write_report(args.model, out=args.out, shards=args.shards, examples=args.examples,
+                         device=args.device, batch_size=args.batch_size, quiet=args.quiet)
     size = sum(f.stat().st_size for f in index.parent.rglob("*") if f.is_file())
     print(f"train report: wrote {index} ({size / 1e6:.1f} MB with its thumbnails)")
     return 0

@@ -14,7 +14,7 @@ W, H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 260, 48, 12, 28, 36
 
 
 def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
-               x_label: str, y_label: str = "", y_range: tuple[float, float] | None = None,
+               x_label: str, *, y_label: str = "", y_range: tuple[float, float] | None = None,
                x_range: tuple[float, float] | None = None, css_class: str = "chart",
                markers: bool = True) -> str:
     """An SVG element with one polyline per series (points with non-finite values dropped),

@@ -19,7 +19,7 @@ from pathlib import Path
 from cli_kit.disk_full import writing
 from shards.atomic import write_text_atomic
 
-from .inference import CHARACTER, NEGATIVE, RATING, Tag
+from ..runs import CHARACTER, NEGATIVE, RATING, Tag
 
 RATING_PLACES = ("omit", "first", "last")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -33,19 +32,16 @@ from cli_kit.command_line import (
     run_main,
 )
 from cli_kit.disk_full import no_space
+from cli_kit.workers import LOADER_CAP, workers_argument
 from prep.imaging import IMAGE_SUFFIXES
 from prep.imaging import RESIZE_MODES as PREP_RESIZE_MODES
 from shards.storage import fetch_files, is_object_url
 
 from ..errors import TrainError
+from ..precision import PRECISIONS
+from ..runs import OLD_RESIZE_NAMES, LoadedRun, thresholds
 from .captions import RATING_PLACES, CaptionStyle, caption, caption_path, write_caption
-from .inference import (
-    PREP_MODES,
-    RESIZE_MODES,
-    LoadedRun,
-    find_images,
-    thresholds,
-)
+from .inference import input_images
 from .output import EmbeddingTable, TagTable, check_table_path
 from .selection import add_selection_flags, picker_from
 from .sorting import Sorter, relative_path
@@ -106,17 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="images per forward pass")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-                   help="decoding processes; 0 = in the main process")
+    g.add_argument("--workers", **workers_argument("decoding processes", LOADER_CAP))
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast dtype; auto: bf16 on a GPU that supports it, else fp16; fp32 "
+                   "on the CPU")
     g.add_argument("--resize-mode", choices=("auto", *PREP_RESIZE_MODES), default="auto",
                    help="auto: as the run's training shards were made (pad when unknown); "
                    "else as prep make-shards --resize-mode")
     add_deprecated_alias(g, "--resize", "--resize-mode", "resize_mode",
-                         convert=lambda mode: PREP_MODES.get(mode, mode),
-                         choices=("auto", *RESIZE_MODES))
+                         convert=lambda mode: OLD_RESIZE_NAMES.get(mode, mode),
+                         choices=("auto", "pad", "center_crop", *OLD_RESIZE_NAMES))
     p.add_argument("-v", "--verbose", action="store_true", help="print every image's tags, "
                    "log debug messages")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -183,17 +179,17 @@ def run_folder(model: str) -> Path:
 
 def tag_images(args: argparse.Namespace) -> Tally:
     check_flags(args)
-    run = load_model(run_folder(args.model), args.device, args.precision,
-                     args.resize_mode)
+    run = load_model(run_folder(args.model), device=args.device, precision=args.precision,
+                     resize=args.resize_mode)
     if args.embed and isinstance(run, WdModel):
         run.check_embed()                # before a single image is looked for or read
     picker = picker_from(args, run.task)
     if args.sort_into and run.task == "multilabel":
         raise TrainError("--sort-into sorts by class: this run is multilabel; use a binary or "
                          "multiclass run (train --task binary|multiclass)")
-    limits = thresholds(run, args.threshold, args.per_tag_thresholds, args.general_threshold,
-                        args.character_threshold)
-    paths = find_images(args.inputs, [args.sort_into] if args.sort_into else [])
+    limits = thresholds(run, args.threshold, per_tag=args.per_tag_thresholds,
+                        general=args.general_threshold, character=args.character_threshold)
+    paths = input_images(args.inputs, [args.sort_into] if args.sort_into else [])
     roots = [Path(item) for item in args.inputs]
     if not paths:
         raise TrainError(f"no images found in {', '.join(map(str, args.inputs))} "
@@ -212,8 +208,8 @@ def tag_images(args: argparse.Namespace) -> Tally:
     try:
         with tqdm(total=len(paths), unit="img", desc="tag",
                   disable=True if args.quiet else None) as bar:
-            for batch in predict_any(run, paths, args.batch_size, args.workers,
-                                     bool(vectors)):
+            for batch in predict_any(run, paths, batch_size=args.batch_size,
+                                     workers=args.workers, embed=bool(vectors)):
                 rows = []
                 for k, i in enumerate(batch.indices):
                     chosen = picker.pick(run, batch.scores[k], limits)
@@ -336,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     be written or the disk is full, 2 usage or input error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["review"]:
-        from ..review.cli import main as review_main
+        from .review.cli import main as review_main
         return review_main(argv[1:])
     return run_main("tag", build_parser(), argv, run_tag, (TrainError,),
                     interrupted="interrupted; no table was written (captions and sorted files "

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TrainError
-from .inference import RATING, Tag, select
+from ..runs import RATING, Tag, select
 
 MCUT_CHOICES = ("all", "general", "character")
 CHARACTER_MCUT_FLOOR = 0.15          # the reference code's floor for the character cut

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from cli_kit.workers import LOADER_CAP, resolve_workers
 from shards.tags import read_tags
 
 from ..errors import TrainError
-from .inference import Batch, ImageFiles, collate, load_run, predict
+from ..runs import load_run
+from .inference import Batch, ImageFiles, collate, predict
 
 log = logging.getLogger(__name__)
 WD_MODEL, WD_TAGS = "model.onnx", "selected_tags.csv"
@@ -38,7 +40,7 @@ def is_wd_folder(path: Path) -> bool:
         and not (path / "config.json").is_file()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WdModel:
     """A WD tagger ready to predict; it answers the questions `tag` asks of a LoadedRun."""
 
@@ -71,9 +73,10 @@ class WdModel:
             raise TrainError(f"--embed: {self.path / WD_MODEL} has no embedding output (a "
                              "second 2-D output; `train export --format wd-onnx` writes one)")
 
-    def predict(self, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
+    def predict(self, paths: Sequence[Path], *, batch_size: int = 32, workers: int | None = None,
                 embed: bool = False) -> Iterator[Batch]:
         """Batches of predictions for `paths`, in order, as `inference.predict` gives them."""
+        workers = resolve_workers(workers, LOADER_CAP)
         if embed:
             self.check_embed()
         loader = DataLoader(ImageFiles(paths, self.image_size, self.resize),
@@ -89,7 +92,7 @@ class WdModel:
             yield Batch(indices, outputs[0], outputs[1] if embed else None, failed)
 
 
-def load_wd(path: str | Path, device: str = "auto", resize: str = "auto") -> WdModel:
+def load_wd(path: str | Path, *, device: str = "auto", resize: str = "auto") -> WdModel:
     """Open a WD-tagger folder. Raises TrainError when onnxruntime is missing, the folder is
     incomplete, or the model's input or output does not fit the WD contract."""
     path = Path(path)
@@ -121,22 +124,23 @@ def load_wd(path: str | Path, device: str = "auto", resize: str = "auto") -> WdM
     if isinstance(width, int) and width != len(tags):
         raise TrainError(f"{path}: the model has {width} outputs, {WD_TAGS} {len(tags)} rows")
     extra = outputs[1].name if len(outputs) > 1 and len(outputs[1].shape) == 2 else None
-    return WdModel(path, session, tags, int(shape[1]), "pad" if resize == "auto" else resize,
-                   torch.device("cuda" if use_cuda else "cpu"), inp.name, outputs[0].name,
-                   extra)
+    return WdModel(path=path, session=session, tags=tags, image_size=int(shape[1]),
+                   resize="pad" if resize == "auto" else resize,
+                   device=torch.device("cuda" if use_cuda else "cpu"), input_name=inp.name,
+                   output_name=outputs[0].name, embedding_name=extra)
 
 
-def load_model(path: str | Path, device: str = "auto", precision: str = "auto",
+def load_model(path: str | Path, *, device: str = "auto", precision: str = "auto",
                resize: str = "auto"):
-    """A train run (`inference.load_run`) or a WD-tagger folder (`load_wd`), by its files."""
+    """A train run (`train.runs.load_run`) or a WD-tagger folder (`load_wd`), by its files."""
     if is_wd_folder(Path(path)):
-        return load_wd(path, device, resize)
-    return load_run(path, device, precision, resize)
+        return load_wd(path, device=device, resize=resize)
+    return load_run(path, device=device, precision=precision, resize=resize)
 
 
-def predict_any(run, paths: Sequence[Path], batch_size: int = 32, workers: int = 2,
+def predict_any(run, paths: Sequence[Path], *, batch_size: int = 32, workers: int | None = None,
                 embed: bool = False) -> Iterator[Batch]:
     """`inference.predict` for a run, `WdModel.predict` for a WD tagger."""
     if isinstance(run, WdModel):
-        return run.predict(paths, batch_size, workers, embed)
-    return predict(run, paths, batch_size, workers, embed)
+        return run.predict(paths, batch_size=batch_size, workers=workers, embed=embed)
+    return predict(run, paths, batch_size=batch_size, workers=workers, embed=embed)

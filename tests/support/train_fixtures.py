@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from prep.labels import index_of
 from scrape.emulator import vocab as V
 from scrape.emulator.files import FileStore
 from scrape.emulator.world import World
 from shards import ShardWriter
 from shards.format import FORMAT_NAME, FORMAT_VERSION, TAGS, shard_name
 from shards.manifest import complete, write_manifest
-from shards.tags import write_tags
+from shards.tags import read_tags, write_tags
 
 VISUAL = ["red_background", "blue_background", "green_background", "white_background",
           "black_background", "circle", "square", "star_(symbol)", "border", "monochrome",
@@ -98,7 +99,7 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
             if t in counts:
                 counts[t] += 1
     write_tags(root / TAGS, [(-1, name, cat, counts[name]) for name, cat in tags])
-    index = {name: i for i, (name, _) in enumerate(tags)}
+    index = index_of(read_tags(root / TAGS))
     splits = {}
     for split, items in rows.items():
         shards = []
@@ -106,8 +107,9 @@ def write_shards(root: Path, rows: dict, tags: list[tuple[str, int]], per_shard:
             name, chunk = shard_name(i // per_shard), items[i:i + per_shard]
             with ShardWriter(root / split, name) as writer:
                 for key, jpg, meta in chunk:
-                    ids = sorted({index[t] for t in meta["tags"] if t in index})  # as prep
-                    meta = {**meta, "labels": [tags[i][0] for i in ids], "label_ids": ids}
+                    if "label_ids" not in meta:     # the labels make-shards would record
+                        names, ids = index.labels(meta.get("tags") or [], meta.get("rating"))
+                        meta = {**meta, "labels": names, "label_ids": ids}
                     writer.write({"__key__": key, "jpg": jpg, "json": meta})
             shards.append({"name": name, "count": len(chunk)})
         splits[split] = {"shards": shards, "count": len(items)}

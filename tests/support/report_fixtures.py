@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train_fixtures import emulator_shards, shared_folder
-
 from shards import FORMAT_NAME, FORMAT_VERSION
+from support.train_fixtures import emulator_shards, shared_folder
 from train.run import Run
 from train.settings import TrainSettings
 

@@ -29,9 +29,9 @@ from torch import nn
 
 from shards.tags import write_tags
 
-from .errors import TrainError
-from .export import MIN_OPSET, TRACE_BATCH, write_onnx
-from .tag.inference import CHARACTER, GENERAL, RATING, LoadedRun
+from ..errors import TrainError
+from ..runs import CHARACTER, GENERAL, RATING, LoadedRun
+from .onnx_writer import MIN_OPSET, TRACE_BATCH, write_onnx
 
 log = logging.getLogger(__name__)
 WD_MODEL, WD_TAGS = "model.onnx", "selected_tags.csv"
@@ -91,7 +91,7 @@ def write_selected_tags(path: Path, run: LoadedRun, order: list[int], wd: list[i
                       for i, cat in zip(order, wd, strict=True)])
 
 
-def export_wd(run: LoadedRun, out: Path, opset: int = MIN_OPSET,
+def export_wd(run: LoadedRun, out: Path, *, opset: int = MIN_OPSET,
               verbose: bool = False) -> WdGraph:
     """Write out/model.onnx and out/selected_tags.csv (each atomically); returns the graph
     module that was exported. Raises TrainError (wrong task, missing packages, exporter)."""
@@ -107,8 +107,8 @@ def export_wd(run: LoadedRun, out: Path, opset: int = MIN_OPSET,
     meta = {"format": "wd-onnx", "image_size": str(size), "model": str(run.config.get("model")),
             "input": "BGR, 0-255, NHWC, padded with white to a square",
             "labels": json.dumps([run.names[i] for i in order])}
-    write_onnx(graph, torch.rand(TRACE_BATCH, size, size, 3) * 255, out / WD_MODEL, [INPUT],
-               [OUTPUT], opset, meta, verbose)
+    write_onnx(graph, torch.rand(TRACE_BATCH, size, size, 3) * 255, out / WD_MODEL,
+               inputs=[INPUT], outputs=[OUTPUT], opset=opset, meta=meta, verbose=verbose)
     write_selected_tags(out / WD_TAGS, run, order, wd)
     return graph
 
@@ -128,9 +128,9 @@ def check_wd(graph: WdGraph, folder: Path, size: int, batch: int = TRACE_BATCH +
     return float(np.abs(got - want).max())
 
 
-def main_wd(run: LoadedRun, out: Path, opset: int, verbose: bool, quiet: bool) -> int:
+def main_wd(run: LoadedRun, out: Path, *, opset: int, verbose: bool, quiet: bool) -> int:
     """The `train export --format wd-onnx` command after the run is loaded; exit code."""
-    graph = export_wd(run, out, opset, verbose)       # TrainError: one line, exit 2 in main
+    graph = export_wd(run, out, opset=opset, verbose=verbose)  # TrainError: exit 2 in main
     diff = check_wd(graph, out, run.image_size)
     if not quiet:
         check = ("not checked (onnxruntime is not installed)" if diff is None

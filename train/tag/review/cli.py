@@ -22,10 +22,11 @@ from pathlib import Path
 from aiohttp import web
 
 from cli_kit.command_line import HelpFormatter, run_main
+from cli_kit.workers import LOADER_CAP, workers_argument
 
-from ..errors import TrainError
-from ..tag.captions import CaptionStyle
-from ..tag.inference import LoadedRun, load_run, thresholds
+from ...errors import TrainError
+from ...runs import LoadedRun, load_run, thresholds
+from ..captions import CaptionStyle
 from .predictions import ensure_predictions
 from .server import make_app
 from .store import CORRECTIONS, REVIEW_DIR, ReviewStore
@@ -51,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="images per forward pass")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="decoding processes for the first prediction; 0 = in the main process")
+    p.add_argument("--workers", **workers_argument("decoding processes for the first "
+                                                   "prediction", LOADER_CAP))
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
@@ -89,14 +90,15 @@ def prepare(args: argparse.Namespace) -> tuple[ReviewStore, dict, int, int]:
         raise TrainError("--threshold must be between 0 and 1")
     if not 0 <= args.port <= 65535 or args.batch_size < 1 or args.workers < 0:
         raise TrainError("--port must be 0-65535, --batch-size at least 1, --workers 0 or more")
-    run = load_run(args.model, args.device)
+    run = load_run(args.model, device=args.device)
     limits = run_thresholds(run, args.threshold)
     style = CaptionStyle(underscores_to_spaces=args.underscores_to_spaces)
-    predictions, predicted, written = ensure_predictions(args.folder, run, limits, style,
-                                                         args.batch_size, args.workers)
-    store = ReviewStore(args.folder, predictions, run.names,
-                        {t["name"]: t["category"] for t in run.tags},
-                        dict(zip(run.names, map(float, limits), strict=True)), style)
+    predictions, predicted, written = ensure_predictions(
+        args.folder, run, limits, style=style, batch_size=args.batch_size, workers=args.workers)
+    store = ReviewStore(args.folder, predictions=predictions, names=run.names,
+                        categories={t["name"]: t["category"] for t in run.tags},
+                        thresholds=dict(zip(run.names, map(float, limits), strict=True)),
+                        style=style)
     if not store.images:
         raise TrainError(f"{args.folder}: no images found")
     info = {"folder": str(args.folder.resolve()), "model": str(run.path.resolve()),

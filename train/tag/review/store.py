@@ -23,10 +23,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from prep.folder_input import find_images, parse_caption
+from prep.folder_input import parse_caption
+from prep.image_files import find_images
 from prep.labels import tag_key
 
-from ..tag.captions import CaptionStyle, caption_path, format_tag, write_caption
+from ..captions import CaptionStyle, caption_path, format_tag, write_caption
 
 REVIEW_DIR = ".review"
 CORRECTIONS = "corrections.jsonl"
@@ -42,7 +43,7 @@ class Prediction:
 class ReviewStore:
     """Images under `root` with captions and predictions; `edit()` is the only writer."""
 
-    def __init__(self, root: Path, predictions: dict[str, Prediction], names: list[str],
+    def __init__(self, root: Path, *, predictions: dict[str, Prediction], names: list[str],
                  categories: dict[str, int], thresholds: dict[str, float],
                  style: CaptionStyle = CaptionStyle()):
         self.root = root

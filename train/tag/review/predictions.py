@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from prep.folder_input import find_images
+from prep.image_files import find_images
 
-from ..tag.captions import CaptionStyle, caption, write_caption
-from ..tag.inference import LoadedRun, predict, select
-from ..tag.output import TagTable
+from ...runs import LoadedRun, select
+from ..captions import CaptionStyle, caption, write_caption
+from ..inference import predict
+from ..output import TagTable
 from .store import REVIEW_DIR, Prediction
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ def read_predictions(path: Path) -> dict[str, Prediction]:
     return out
 
 
-def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray,
+def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray, *,
                        style: CaptionStyle = CaptionStyle(), batch_size: int = 32,
-                       workers: int = 0) -> tuple[dict[str, Prediction], int, int]:
+                       workers: int | None = None) -> tuple[dict[str, Prediction], int, int]:
     """Predict the images of `root` that have no row yet, write the captions that are missing.
     Returns (predictions by relative path, images predicted now, captions written)."""
     path = root / REVIEW_DIR / PREDICTIONS
@@ -58,7 +59,7 @@ def ensure_predictions(root: Path, run: LoadedRun, limits: np.ndarray,
     images = find_images(root)
     todo = [p for p in images if p.relative_to(root).as_posix() not in known]
     written, index = 0, {name: j for j, name in enumerate(run.names)}
-    for batch in predict(run, todo, batch_size, workers):
+    for batch in predict(run, todo, batch_size=batch_size, workers=workers):
         for k, i in enumerate(batch.indices):
             scores = batch.scores[k]
             chosen = select(run, scores, limits)

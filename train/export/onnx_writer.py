@@ -1,6 +1,4 @@
-"""`train export`: a run's model as ONNX, with a dynamic batch axis.
-
-    train export --model run/ --format onnx [--out run/model.onnx] [--opset 18]
+"""`train export --format onnx`: a run's model as ONNX, with a dynamic batch axis.
 
 The graph takes `images`, float32 (batch, 3, S, S) at the run's image size S, RGB scaled to
 [0, 1] and normalised with the run's mean and std (config.json's `normalization`, as `tag`
@@ -14,7 +12,6 @@ the file is checked against torch on a batch of another size than the one it was
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -24,11 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 from shards.atomic import publish, temporary_name
 
-from .errors import TrainError
-from .tag.inference import LoadedRun, load_run, probabilities
+from ..errors import TrainError
+from ..runs import LoadedRun, probabilities
 
 log = logging.getLogger(__name__)
 MIN_OPSET = 18
@@ -47,7 +43,8 @@ class Exported(nn.Module):
         return probabilities(self.model.head(features), self.task), features
 
 
-def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool = False) -> Path:
+def export_onnx(run: LoadedRun, out: Path, *, opset: int = MIN_OPSET,
+                verbose: bool = False) -> Path:
     """Write `run`'s model to `out` as ONNX (atomically). Raises TrainError."""
     norm = run.normalization
     meta = {"task": run.task, "image_size": str(run.image_size),
@@ -55,13 +52,13 @@ def export_onnx(run: LoadedRun, out: Path, opset: int = MIN_OPSET, verbose: bool
             "interpolation": norm.interpolation, "input": "RGB, [0, 1], normalised, NCHW",
             "resize": run.resize, "background": "white", "labels": json.dumps(run.names),
             "positive": run.positive or "", "model": str(run.config.get("model"))}
-    write_onnx(Exported(run).eval().cpu(), torch.rand(TRACE_BATCH, 3, run.image_size,
-                                                      run.image_size),
-               out, ["images"], ["scores", "embedding"], opset, meta, verbose)
+    example = torch.rand(TRACE_BATCH, 3, run.image_size, run.image_size)
+    write_onnx(Exported(run).eval().cpu(), example, out, inputs=["images"],
+               outputs=["scores", "embedding"], opset=opset, meta=meta, verbose=verbose)
     return out
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, inputs: list[str],
+def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, inputs: list[str],
                outputs: list[str], opset: int, meta: dict[str, str],
                verbose: bool = False) -> None:
     """Export `module` (whose forward takes `images`) traced on `example`, with a dynamic batch
@@ -115,51 +112,3 @@ def check_onnx(run: LoadedRun, path: Path, batch: int = TRACE_BATCH + 3) -> floa
         want = Exported(run).eval().cpu()(x)[0].numpy()
     got = session.run(["scores"], {"images": x.numpy()})[0]
     return float(abs(got - want).max())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train export", description=__doc__,
-                                formatter_class=HelpFormatter)
-    p.add_argument("--model", type=Path, metavar="RUN",
-                   help="a finished train run folder (required)")
-    add_deprecated_alias(p, "--run", "--model", "model", type=Path, metavar="RUN")
-    p.add_argument("--format", choices=["onnx", "wd-onnx"], default="onnx",
-                   help="onnx, or wd-onnx: a WD-tagger folder (model.onnx + selected_tags.csv) "
-                   "for the tools that load those")
-    p.add_argument("--out", type=Path,
-                   help="default: RUN/model.onnx; for wd-onnx a folder, RUN/wd-tagger")
-    p.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset version")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages, with the "
-                   "exporter's")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
-    return p
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Export the run the flags name; the exit code."""
-    if args.model is None:
-        raise TrainError("--model RUN is required")
-    if not args.verbose:                    # the exporter's passes log every step at INFO
-        for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    out = args.out or args.model / ("wd-tagger" if args.format == "wd-onnx" else "model.onnx")
-    run = load_run(args.model, device="cpu", precision="fp32", resize="auto")
-    if args.format == "wd-onnx" and out.parent.is_dir():
-        from .wd_export import main_wd
-        return main_wd(run, out, args.opset, args.verbose, args.quiet)
-    if not out.parent.is_dir():
-        raise TrainError(f"--out {out}: the folder {out.parent} does not exist")
-    export_onnx(run, out, args.opset, args.verbose)
-    diff = check_onnx(run, out)
-    if not args.quiet:
-        check = ("not checked (onnxruntime is not installed)" if diff is None
-                 else f"checked against torch: largest score difference {diff:.1e}")
-        print(f"train export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset "
-              f"{args.opset}, dynamic batch, {run.image_size} px, {len(run.names)} outputs); "
-              f"{check}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `train export`; the exit code (0 ok, 2 usage or export error)."""
-    return run_main("train export", build_parser(), argv, run_export, (TrainError,))

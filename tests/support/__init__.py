@@ -1,0 +1,1 @@
+"""Helpers the tests share: fixtures, builders, servers; no tests here."""
