@@ -1,4 +1,4 @@
-"""Evaluation at scale: `train.metrics.evaluate` on 50,000 images x 5,000 tags.
+"""Evaluation at scale: `train.metrics.score` on 50,000 images x 5,000 tags.
 
     .venv/bin/python bench/eval.py [--images 50000] [--tags 5000] [--baseline-images 10000]
                                    [--baseline-tags 1000]
@@ -78,7 +78,7 @@ def main() -> int:
     scores, targets = inputs(args.images, args.tags)
     counts = targets.sum(axis=0).astype(np.float64)
     size = (scores.nbytes + targets.nbytes) / 2 ** 30
-    _, seconds, peak = measure(metrics.evaluate, scores, targets, categories, counts)
+    _, seconds, peak = measure(metrics.score, scores, targets, categories, counts)
     print(f"new, {args.images} x {args.tags}: {seconds:.1f} s, peak {peak:.2f} GiB beyond "
           f"the {size:.2f} GiB of inputs")
     del scores, targets
@@ -88,7 +88,7 @@ def main() -> int:
     old = baseline_module()
     a, t_old, m_old = measure(old.evaluate, scores, targets.astype(np.float32), categories,
                               counts)
-    b, t_new, m_new = measure(metrics.evaluate, scores, targets, categories, counts)
+    b, t_new, m_new = measure(metrics.score, scores, targets, categories, counts)
     fa, fb = dict(flat(a)), dict(flat(b))
     worst = max(float(np.nanmax(np.abs(fa[k] - fb[k]))) if fa[k].size else 0.0 for k in fa)
     print(f"baseline vs new, {n} x {tags}: {t_old:.2f} s / {t_new:.2f} s "

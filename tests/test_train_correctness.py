@@ -10,11 +10,13 @@ import pytest
 import torch
 from support.train_fixtures import emulator_shards
 
-import train.run as run_module
+import train.run_setup as run_module
 from train import checkpoint
+from train.init_from import init_from
 from train.loop import Loop, StepState, train_one_epoch
 from train.models import build_model
-from train.run import Run, resolve_precision
+from train.precision import resolve_precision
+from train.run import Run
 from train.settings import TrainSettings
 
 BASE = dict(model="resnet18", weights="none", image_size=32, batch_size=32, workers=0,
@@ -111,9 +113,8 @@ def test_init_from_a_run_takes_the_model_it_kept(tmp_path, caplog):
     (tmp_path / "config.json").write_text(json.dumps({"ema": 0.9, "model": "resnet18"}))
     (tmp_path / "eval.json").write_text(json.dumps({"kept": "best", "kept_step": 4}))
     fresh = build_model("resnet18", 3, weights="none")
-    run = Run(TrainSettings(shards="", out=str(tmp_path / "new"), **BASE))
-    with caplog.at_level("INFO", logger="train.run"):
-        run._init_from(fresh, tmp_path)
+    with caplog.at_level("INFO", logger="train.init_from"):
+        init_from(fresh, tmp_path)
     kept = load_file(str(tmp_path / "model.safetensors"))
     assert [k for k, v in fresh.state_dict().items() if not torch.equal(v, kept[k])] == []
     assert "the best evaluated model, step 4 (EMA weights)" in caplog.text
@@ -129,8 +130,7 @@ def test_init_from_an_unfinished_run_takes_its_last_ema_weights(tmp_path):
     checkpoint.save(tmp_path / "checkpoints" / "last.pt",
                     {"model": model.state_dict(), "ema": ema.state_dict()})
     fresh = build_model("resnet18", 3, weights="none")
-    run = Run(TrainSettings(shards="", out=str(tmp_path / "new"), **BASE))
-    run._init_from(fresh, tmp_path)
+    init_from(fresh, tmp_path)
     assert torch.equal(fresh.features[0].weight, ema.module.features[0].weight)
 
 

@@ -13,7 +13,7 @@ from support.browser import chromium, screenshot
 from support.report_fixtures import cached_run
 
 from train.cli import main as train_main
-from train.metrics import evaluate
+from train.metrics import score
 from train.report import pages
 from train.report.analysis import pr_curve, tag_rows, worst
 from train.report.cli import _tag_pages
@@ -70,7 +70,7 @@ def test_headline_labels_tuned_thresholds_and_shows_the_crossfitted_f1():
     from train.report import pages
     rng = np.random.default_rng(2)
     targets = rng.random((300, 8)) < 0.3
-    report = metrics.evaluate(np.clip(targets * 0.3 + rng.random((300, 8)) * 0.7, 0, 1),
+    report = metrics.score(np.clip(targets * 0.3 + rng.random((300, 8)) * 0.7, 0, 1),
                               targets)
     text = pages.headline_table(report)
     assert "cross-fitted" in text and "optimistic" in text
@@ -198,7 +198,7 @@ def _slice_cells(html: str) -> dict[str, list[str]]:
 
 
 def test_the_slice_table_counts_tags_one_way():
-    report = evaluate(SCORES, TARGETS, np.array([0, 0, 4]), np.array([10.0, 9.0, 8.0]), 0.5, 1)
+    report = score(SCORES, TARGETS, np.array([0, 0, 4]), np.array([10.0, 9.0, 8.0]), 0.5, 1)
     cells = _slice_cells(pages.headline_table(report))
     assert cells["top100"] == cells["all"]                # the same three tags, counted alike
     assert cells["slice"] == ["tags", "with positives"]

@@ -60,7 +60,7 @@ def _val_loss_in_one_process(shards: Path, run: Path) -> float:
 
     from shards.manifest import split_of
     from train.data import ShardStream, Targets, transforms
-    from train.loop import evaluate
+    from train.loop import predict_split
     from train.losses import make_loss
     from train.models import build_model
     names = [line.split(",")[1] for line in (run / "tags.csv").read_text().splitlines()[1:]]
@@ -69,9 +69,9 @@ def _val_loss_in_one_process(shards: Path, run: Path) -> float:
     split = split_of(str(shards), read_manifest(str(shards)), "val")
     stream = ShardStream(split, Targets(names, "multilabel"), transforms(32, False),
                          shuffle=False, exact=False)
-    _, _, loss_sum, n = evaluate(model, torch.utils.data.DataLoader(stream, batch_size=16),
-                                 make_loss("multilabel", "bce"), torch.device("cpu"),
-                                 "multilabel")
+    _, _, loss_sum, n = predict_split(model, torch.utils.data.DataLoader(stream, batch_size=16),
+                                      make_loss("multilabel", "bce"), torch.device("cpu"),
+                                      task="multilabel")
     return loss_sum / n
 
 

@@ -24,10 +24,10 @@ def test_average_precision_matches_the_definition():
 def test_perfect_and_random_scores():
     rng = np.random.default_rng(0)
     targets = (rng.random((400, 20)) < 0.2).astype(np.int8)
-    perfect = metrics.evaluate(targets * 0.9 + 0.05, targets)
+    perfect = metrics.score(targets * 0.9 + 0.05, targets)
     assert perfect["mAP"] == pytest.approx(1.0)
     assert perfect["at_threshold_micro_f1"] == pytest.approx(1.0)
-    noise = metrics.evaluate(rng.random((400, 20)), targets)
+    noise = metrics.score(rng.random((400, 20)), targets)
     assert 0.1 < noise["mAP"] < 0.35          # about the prevalence, 0.2
 
 
@@ -53,7 +53,7 @@ def test_per_tag_thresholds_fall_back_below_min_support():
 def test_slices_by_frequency_and_category():
     rng = np.random.default_rng(2)
     targets = (rng.random((300, 1200)) < 0.05).astype(np.int8)
-    report = metrics.evaluate(rng.random((300, 1200)), targets,
+    report = metrics.score(rng.random((300, 1200)), targets,
                               categories=np.array([0] * 1000 + [4] * 200),
                               counts=targets.sum(axis=0))
     assert set(report["slices"]) == {"top100", "top1000", "rest", "category_0", "category_4"}
@@ -189,7 +189,7 @@ def test_counts_equal_direct_comparisons(kind):
 @pytest.mark.parametrize("kind", ["tied", "bf16"])
 def test_evaluate_in_one_pass_equals_the_separate_metrics(kind):
     scores, targets = _scores(kind, tags=60)
-    report = metrics.evaluate(scores, targets, threshold=0.4)
+    report = metrics.score(scores, targets, threshold=0.4)
     pr = metrics.pr_equal_threshold(scores, targets)
     per_tag = metrics.best_thresholds(scores, targets, pr)
     assert report["pr_threshold"] == pr
@@ -205,7 +205,7 @@ def test_crossfitted_f1_chooses_on_one_half_and_scores_on_the_other(kind):
     # Thresholds chosen on the even rows score the odd rows and the other way round; the
     # confusion counts of the two halves are pooled (each half by numpy's own comparisons).
     scores, targets = _scores(kind, n=401, tags=60)
-    report = metrics.evaluate(scores, targets, threshold=0.4)
+    report = metrics.score(scores, targets, threshold=0.4)
     halves = [(scores[0::2], targets[0::2]), (scores[1::2], targets[1::2])]
     for prefix, choose in (("at_pr_crossfit_", lambda s, t: metrics.pr_equal_threshold(s, t)),
                            ("per_tag_crossfit_", lambda s, t: metrics.best_thresholds(
@@ -232,7 +232,7 @@ def test_on_pure_noise_crossfitted_f1_is_a_blind_guess_and_tuned_f1_overstates_i
     rng = np.random.default_rng(0)
     targets = rng.random((2000, 100)) < 0.02
     scores = rng.random((2000, 100), dtype=np.float32)
-    report = metrics.evaluate(scores, targets)
+    report = metrics.score(scores, targets)
     everything = np.ones_like(targets)
     for average in ("micro", "macro"):
         blind = f1_score(targets, everything, average=average)
@@ -248,7 +248,7 @@ def test_nan_scores_are_refused_as_scikit_learn_refuses_them():
     scores[5, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         average_precision_score(targets[:, 1], scores[:, 1])
-    for call in (lambda: metrics.evaluate(scores, targets),
+    for call in (lambda: metrics.score(scores, targets),
                  lambda: metrics.average_precision(scores, targets),
                  lambda: metrics.f1_at(scores, targets, 0.4)):
         with pytest.raises(TrainError, match="1 of 120 scores are NaN"):
@@ -256,6 +256,6 @@ def test_nan_scores_are_refused_as_scikit_learn_refuses_them():
 
 
 def test_evaluate_without_samples_reports_nothing_learned():
-    report = metrics.evaluate(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.uint8))
+    report = metrics.score(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.uint8))
     assert report["samples"] == 0 and report["mAP"] == 0.0
     assert report["tags_with_positives"] == 0 and report["at_threshold_micro_f1"] == 0.0

@@ -165,7 +165,7 @@ class ShardStream(IterableDataset):
     to the workers with the dataset: a worker started by `forkserver` or `spawn` has no
     process group of its own to ask."""
 
-    def __init__(self, split: Split, targets: Targets, transform, seed: int = 0,
+    def __init__(self, split: Split, targets: Targets, transform, *, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, open_shards: int = 4,
                  exact: bool = True, batch_size: int = 1, rank: int | None = None,
                  world: int | None = None):

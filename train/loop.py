@@ -1,4 +1,4 @@
-"""`train_one_epoch()` and `evaluate()`: the two loops, separate, each returning its numbers.
+"""`train_one_epoch()` and `predict_split()`: the two loops, separate, each returning its numbers.
 
 The training loop counts optimizer steps, logs a line every `log_every` steps (loss,
 images/s, the share of time spent waiting for data, ETA) and calls `on_step` after each
@@ -172,9 +172,9 @@ class _Progress:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, loss_fn: nn.Module, device: torch.device,
-             task: str, precision: str = "fp32",
-             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+def predict_split(model: nn.Module, loader, loss_fn: nn.Module, device: torch.device, *,
+                  task: str, precision: str = "fp32",
+                  channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """Scores (float32), targets (uint8), summed loss and sample count over a loader (sigmoid
     for multi-label and binary, softmax for multiclass). The model's mode is restored after."""
     was_training = model.training

@@ -8,7 +8,7 @@ and the same metrics sliced by tag frequency rank and by category.
 
 The P=R and per-tag thresholds are chosen on all of the validation rows (they are what `tag`
 uses), so F1 scored on those same rows is tuned on them and overstates what a new picture gets
-(on pure noise it beats any blind guess). `evaluate` therefore reports F1 at tuned thresholds
+(on pure noise it beats any blind guess). `score` therefore reports F1 at tuned thresholds
 twice, under labelled keys: `*_crossfit_*`, thresholds chosen on the even rows and scored on the
 odd ones and the other way round (counts pooled over both halves), an honest estimate; and
 `*_tuned_on_val_*`, chosen and scored on all rows, an optimistic one. NaN scores (a diverged
@@ -196,9 +196,9 @@ def best_thresholds(scores: np.ndarray, targets: np.ndarray, fallback: float,
     return best
 
 
-def evaluate(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | None = None,
-             counts: np.ndarray | None = None, threshold: float = 0.4,
-             min_support: int = 5) -> dict:
+def score(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | None = None,
+          counts: np.ndarray | None = None, threshold: float = 0.4,
+          min_support: int = 5) -> dict:
     """Every metric of the eval report; `counts` orders tags by frequency for the slices.
     `pr_threshold` and `per_tag.threshold` are chosen on every row; F1 at them is reported
     cross-fitted (`at_pr_crossfit_*`, `per_tag_crossfit_*`) and tuned on validation
@@ -246,7 +246,7 @@ def evaluate(scores: np.ndarray, targets: np.ndarray, categories: np.ndarray | N
 
 
 class _Tuning:
-    """Threshold choice from the counts of `evaluate`'s single pass: rows [0, len(grid)) are
+    """Threshold choice from the counts of `score`'s single pass: rows [0, len(grid)) are
     the grid compared in float64, the next len(PR_GRID) rows PR_GRID compared in float32."""
 
     def __init__(self, grid: np.ndarray, min_support: int):

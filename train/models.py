@@ -32,7 +32,7 @@ class Tagger(nn.Module):
     With `frozen` (a linear probe) the backbone stays in eval mode whatever `train()` says:
     its BatchNorm statistics never move."""
 
-    def __init__(self, features: nn.Module, width: int, num_outputs: int, head: str = "linear",
+    def __init__(self, features: nn.Module, width: int, num_outputs: int, *, head: str = "linear",
                  dropout: float = 0.2, pool_size: int = 1, norm: nn.Module | None = None):
         super().__init__()
         self.features = features
@@ -108,7 +108,8 @@ def build_model(name: str, num_outputs: int, weights: str = "imagenet", head: st
     """A Tagger on a backbone; `model.normalization` is what its inputs must be normalised
     with. Raises TrainError (WeightsError for weights)."""
     b = build_backbone(name, weights, image_size, partial, model_args)
-    model = Tagger(b.features, b.width, num_outputs, head, dropout, b.pool_size, b.norm)
+    model = Tagger(b.features, b.width, num_outputs, head=head, dropout=dropout,
+                   pool_size=b.pool_size, norm=b.norm)
     model.normalization = b.normalization
     return model
 

@@ -27,7 +27,7 @@ LOG_CHOICES = ("none", "tensorboard")
 BOARD_DIR = "tensorboard"
 
 
-def settings_block(s, task: str, outputs: int, params: int, train_samples: int,
+def settings_block(s, *, task: str, outputs: int, params: int, train_samples: int,
                    val_samples: int, steps_per_epoch: int, total_steps: int, precision: str,
                    device: torch.device, world: int) -> str:
     """The effective settings of a run as a few aligned lines (`s`: TrainSettings)."""

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import shutil
@@ -22,7 +21,8 @@ import numpy as np
 from cli_kit.command_line import HelpFormatter, add_deprecated_alias, run_main
 
 from ..errors import TrainError
-from ..metrics import evaluate
+from ..metrics import score
+from ..records import METRICS_CSV, read_metrics, series
 from ..runs import load_run
 from . import pages
 from .analysis import hits, pr_curve, tag_rows, worst
@@ -53,8 +53,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, shards: 
     categories = np.array([t["category"] for t in tags])
     counts = np.array([t["count"] for t in tags], dtype=np.float64)
     threshold = 0.5 if run.task == "binary" else float(run.config.get("threshold", 0.4))
-    report = evaluate(val.scores, val.targets, categories, counts, threshold,
-                      int(run.config.get("min_support", 5)))
+    report = score(val.scores, val.targets, categories, counts, threshold,
+                   int(run.config.get("min_support", 5)))
     per_tag = np.asarray(report["per_tag"]["threshold"])
     rows = tag_rows(val.scores, val.targets, per_tag)
     for i, (tag, row) in enumerate(zip(tags, rows, strict=True)):
@@ -69,7 +69,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, shards: 
     body = (f"<h1>Evaluation report: {escape(run_dir.resolve().name)}</h1>"
             f"{pages.summary_list(summary)}<h2>Headline metrics (validation)</h2>"
             f"{pages.headline_table(report)}<h2>Training curves</h2>"
-            f'<div class="charts">{_curves(run_dir / "metrics.csv")}</div>'
+            f'<div class="charts">{_curves(run_dir / METRICS_CSV)}</div>'
             f"<h2>Tags</h2><p>Click a header to sort, a tag for its precision-recall curve and "
             f"the pictures it gets most wrong. Precision, recall and F1 are at each tag's "
             f"threshold (its best-F1 one; the P=R threshold below "
@@ -138,7 +138,7 @@ def _tag_pages(folder: Path, val: ValScores, rows: list[dict], k: int) -> set[in
 def _summary(run_dir: Path, run, shards: str, val: ValScores, seconds: float) -> list:
     c = run.config
     final = _json(run_dir / "eval.json")
-    rows = _metrics_rows(run_dir / "metrics.csv")
+    rows = read_metrics(run_dir / METRICS_CSV)
     rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     images = int(rows[-1]["images"]) if rows and rows[-1].get("images") else None
     items = [("run", str(run_dir.resolve())), ("shards", shards),
@@ -183,23 +183,10 @@ def _json(path: Path) -> dict:
         return {}
 
 
-def _metrics_rows(path: Path) -> list[dict]:
-    try:
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
-
-
 def _curves(path: Path) -> str:
-    rows = _metrics_rows(path)
-
-    def series(key: str):
-        pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in ("", None)]
-        return [p[0] for p in pts], [p[1] for p in pts]
-
-    loss = {k: series(k) for k in ("train_loss", "val_loss")}
-    quality = {k: series(k) for k in ("mAP", "micro_f1", "macro_f1")}
+    rows = read_metrics(path)
+    loss = {k: series(rows, k) for k in ("train_loss", "val_loss")}
+    quality = {k: series(rows, k) for k in ("mAP", "micro_f1", "macro_f1")}
     return (line_chart(loss, "loss", "step", css_class="chart curve")
             + line_chart(quality, "validation", "step", y_range=(0.0, 1.0),
                          css_class="chart curve"))
