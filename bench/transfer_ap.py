@@ -25,8 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-from scrape.emulator.vocab import BACKGROUND_COLOURS, BACKGROUND_PATTERNS, COUNT_TAGS, SHAPES
-from shards.tags import read_tags
+# bench/scrape.py is named like the package: keep bench/ off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+from scrape.emulator.vocab import (  # noqa: E402
+    BACKGROUND_COLOURS,
+    BACKGROUND_PATTERNS,
+    COUNT_TAGS,
+    SHAPES,
+)
+from shards.tags import read_tags  # noqa: E402
 
 GROUPS = {"colours": list(BACKGROUND_COLOURS), "patterns": BACKGROUND_PATTERNS,
           "shapes": SHAPES, "counts": COUNT_TAGS, "border": ["border"],
@@ -40,9 +47,9 @@ LITE0 = ["--arch", "timm:tf_efficientnet_lite0"]
 VARIANTS = {
     "a": ["--arch", "resnet18", "--weights", "none", *SCRATCH],
     "b": [*LITE0, "--weights", "none", *SCRATCH],
-    "c": [*LITE0, "--weights", "imagenet", "--lr", "1e-3", "--dropout", "0",
-          "--crop-scale", "1", "1", "--warmup-steps", "20"],
-    "d": [*LITE0, "--weights", "imagenet", "--freeze-backbone", "--lr", "1e-2",
+    "c": [*LITE0, "--weights", "imagenet", "--lr", "2e-3", "--lr-backbone", "5e-4",
+          "--dropout", "0", "--crop-scale", "1", "1", "--warmup-steps", "20"],
+    "d": [*LITE0, "--weights", "imagenet", "--freeze-backbone", "--lr", "5e-3",
           "--dropout", "0", "--crop-scale", "1", "1", "--warmup-steps", "20"],
 }
 
