@@ -1,6 +1,8 @@
 """The trainer's data path: loader throughput and its efficiency when feeding a model.
 
     .venv/bin/python bench/train_stream.py [--shards DIR] [--models resnet18,resnet50,vgg16]
+    .venv/bin/python bench/train_stream.py --models resnet50,vgg16,timm:vit_base_patch16_224 \
+        --sizes 224,448 --baseline resnet50     # every family at two sizes, as ratios
 
 Without --shards it builds 448 px shards first (emulator -> scrape -> make-tag-index ->
 make-shards, about a minute). Then, in one run:
@@ -9,6 +11,9 @@ make-shards, about a minute). Then, in one run:
                     flips and normalisation, no model: samples/s, and per worker
   (b) for each model, training images/s fed by the real loader and fed synthetic tensors
       already on the device; loader-fed / synthetic is the loader's efficiency
+  (c) for each model and --sizes, images/s of training (synthetic batch) and of inference
+      (`tag`'s forward pass: eval mode, no gradients, synthetic batch), and both as ratios to
+      the --baseline model at the first size, measured in the same run
 It runs on the GPU when there is one, else on the CPU (where small batches and few steps keep
 it short, and the loader's workers compete with the model for the same cores).
 """
@@ -103,6 +108,44 @@ def train_rate(model, batches, loss_fn, device, steps: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def infer_rate(model, x, device, steps: int) -> float:
+    """Images/s of `tag`'s model step: eval mode, no gradients (bf16 autocast on CUDA)."""
+    model.eval()
+    with torch.inference_mode():
+        for i in range(steps + 2):
+            if i == 2:                         # two warm-up batches
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=device.type == "cuda"):
+                model(x.contiguous(memory_format=torch.channels_last))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+def family_rates(names: list[str], sizes: list[int], baseline: str, tags: int, batch: int,
+                 device, steps: int) -> None:
+    """(c): training and inference images/s per model and size, and ratios to the baseline."""
+    loss_fn = make_loss("multilabel")
+    rows = []
+    for name in [baseline, *[n for n in names if n != baseline]]:
+        for size in sizes:
+            model = build_model(name, tags, weights="none", image_size=size).to(
+                device, memory_format=torch.channels_last)
+            x = torch.randn(batch, 3, size, size, device=device)
+            y = (torch.rand(batch, tags, device=device) < 0.01).float()
+            rows.append((name, size, train_rate(model, _repeat(x, y), loss_fn, device, steps),
+                         infer_rate(model, x, device, steps)))
+            del model
+    base_train, base_infer = rows[0][2], rows[0][3]
+    print(f"(c) training and inference (tag) img/s, ratios to {baseline} at {sizes[0]} px")
+    for name, size, train, infer in rows:
+        print(f"    {name:28s} {size:4d} px  train {train:8.1f} img/s ({train / base_train:5.2f}x)"
+              f"   tag {infer:8.1f} img/s ({infer / base_infer:5.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,6 +156,10 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=0, help="default: 128 on GPU, 16 on CPU")
     ap.add_argument("--steps", type=int, default=0, help="default: 30 on GPU, 4 on CPU")
+    ap.add_argument("--sizes", default="",
+                    help="(c): image sides for the per-family table, comma list (e.g. 224,448);"
+                         " empty: leave (c) out")
+    ap.add_argument("--baseline", default="resnet50", help="(c): the model the ratios are to")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch or (128 if device.type == "cuda" else 16)
@@ -138,7 +185,8 @@ def main() -> None:
                   f"({rate / w:.1f} per worker, {rate / w / upper:.0%} of decode-only)")
         loss_fn = make_loss("multilabel")
         for name in args.models.split(","):
-            model = build_model(name, len(names), weights="none").to(
+            model = build_model(name, len(names), weights="none",
+                                image_size=args.image_size).to(
                 device, memory_format=torch.channels_last)
             x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
             y = (torch.rand(batch, len(names), device=device) < 0.01).float()
@@ -149,6 +197,9 @@ def main() -> None:
             fed = train_rate(model, _cycle(loader), loss_fn, device, steps)
             print(f"(b) {name:10s} synthetic {synthetic:8.1f} img/s   loader-fed {fed:8.1f} "
                   f"img/s   efficiency {fed / synthetic:.0%}")
+        if args.sizes:
+            family_rates(args.models.split(","), [int(v) for v in args.sizes.split(",")],
+                         args.baseline, len(names), batch, device, steps)
 
 
 def _repeat(x, y):

@@ -28,3 +28,7 @@ def test_tiny_demo_runs_every_step_and_tags_images(tmp_path):
     assert "images/s" in text
     assert f"{out / 'run' / 'report' / 'index.html'} (" in text      # the evaluation report
     assert f"tag review {out / 'tagged'} --model {out / 'run'}" in text
+    # the default start is the ImageNet Lite0 of the [demo] extra, and the demo ends with its AP
+    assert "--arch timm:tf_efficientnet_lite0 --weights imagenet --freeze-backbone" in text
+    assert "visual-tag macro AP " in text.split("where everything is")[1]
+    assert "visual tags (EfficientNet-Lite0 from ImageNet)" in text
