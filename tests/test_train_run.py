@@ -34,6 +34,8 @@ def _settings(shards, out, **kw) -> TrainSettings:
     return TrainSettings(shards=str(shards), out=str(out), **{**BASE, **kw})
 
 
+# The two longest trainings of the suite (a few hundred steps each): the heavy tier.
+@pytest.mark.heavy
 def test_loss_falls_and_map_beats_the_prevalence_baseline(shards, tmp_path):
     report = Run(_settings(shards, tmp_path / "run", epochs=5)).fit()
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
@@ -63,6 +65,7 @@ def _with_a_corrupt_sample(shards, into):
     return into
 
 
+@pytest.mark.heavy
 def test_resume_continues_exactly_where_the_run_stopped(shards, tmp_path):
     # a dropped sample must not shift what the resumed run reads
     shards = _with_a_corrupt_sample(shards, tmp_path / "shards")
