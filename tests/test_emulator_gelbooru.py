@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.http import http_get
+from support.sites import dialect
 
 from scrape.emulator import EmulatorThread
 from scrape.emulator import vocab as V
-from scrape.emulator.gelbooru import DIALECT
 
 TOO_DEEP = b"Too deep! Pull it back some. Holy fuck."
 FIELD_TYPES = {
@@ -38,15 +38,6 @@ WORDS = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
 def dapi(emulator, site: str, s: str = "post", **params):
     query = urlencode({"page": "dapi", "s": s, "q": "index", **params})
     return http_get(f"{emulator.site(site)}/index.php?{query}")
-
-
-def dialect(emulator, site: str):
-    """The sub-application's dialect object, whose knobs tests flip."""
-    for resource in emulator.app.router.resources():
-        info = resource.get_info()
-        if info.get("prefix") == f"/{site}":
-            return info["app"][DIALECT]
-    raise LookupError(site)
 
 
 def world_ids(emulator, pred=lambda p: True) -> list[int]:

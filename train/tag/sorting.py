@@ -17,7 +17,6 @@ renamed to match.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli_kit.disk_full import no_space, writing
+from shards.format import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ class Sorter:
                     continue
                 return None
             if target not in self._taken and target.stat().st_size == size:
-                digest = digest or _sha256(image)
-                if _sha256(target) == digest:
+                digest = digest or sha256_file(image)
+                if sha256_file(target) == digest:
                     return target
         return None
 
@@ -139,15 +139,6 @@ class Sorter:
                 _place(sidecar, target.with_suffix(self.sidecar_suffix), self.move)
             except OSError as exc:
                 log.warning("cannot %s %s along with its image: %s", self.verb, sidecar, exc)
-
-
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _place(src: Path, dst: Path, move: bool) -> None:
