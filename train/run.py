@@ -71,7 +71,11 @@ class Run:
         try:
             self._setup()
             self._train()
-            return self._finish()
+            report = self._finish()
+            # Every rank leaves together: no rank tears its process group down while a peer
+            # is still writing the run's files or in a collective.
+            distributed.barrier()
+            return report
         finally:
             if getattr(self, "trace", None) is not None:
                 self.trace.close()
