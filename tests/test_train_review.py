@@ -168,6 +168,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_review_in_the_browser(folder, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -177,7 +178,10 @@ def test_review_in_the_browser(folder, tmp_path):
     served = Served(make_app(store, info))
     try:
         with chromium(1100, 800) as driver:
-            wait = WebDriverWait(driver, 20)
+            # A saved card is drawn anew: an element found before then goes stale, so each
+            # wait looks its elements up again until the condition holds.
+            wait = WebDriverWait(driver, 20,
+                                 ignored_exceptions=(StaleElementReferenceException,))
             driver.get(served.url)
             cards = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card"))
             assert len(cards) == 6
@@ -226,8 +230,12 @@ def test_review_in_the_browser(folder, tmp_path):
             typed.send_keys("red background")                              # a known tag
             typed.send_keys(Keys.ENTER)
             wait.until(lambda d: "red_background" in (images / "img0.txt").read_text())
-            assert "unknown" not in driver.find_element(
-                By.CSS_SELECTOR, '.card[data-path="img0.png"] .add-tag').get_attribute("class")
+            img0 = '.card[data-path="img0.png"]'
+            wait.until(lambda d: "red_background" in [
+                c.get_attribute("data-tag")
+                for c in d.find_elements(By.CSS_SELECTOR, f"{img0} .chip.in-caption")])
+            wait.until(lambda d: "unknown" not in d.find_element(
+                By.CSS_SELECTOR, f"{img0} .add-tag").get_attribute("class"))
             screenshot(driver, tmp_path, "review.png")
             driver.refresh()
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 6)
