@@ -81,6 +81,16 @@ def read_run_tags(s: TrainSettings, out: Path, manifest: dict) -> tuple[list[dic
     return tags, task
 
 
+def shard_rows(s: TrainSettings, names: list[str]) -> list[str]:
+    """The names of the rows the shards' `label_ids` index: the shards' own tags.csv (the
+    run's label space may be another: `--tags`, or a head grown by `--init-from`), or
+    `names` for a brace pattern of tar URLs (whose `--tags` is the shards' index)."""
+    try:
+        return [t["name"] for t in read_tags(f"{s.shards.rstrip('/')}/tags.csv")]
+    except ShardsError:
+        return list(names)
+
+
 def head_priors(s: TrainSettings, task: str, tags: list[dict],
                 manifest: dict) -> torch.Tensor | None:
     """Each tag's share of the training samples, counted from the `label_ids` of the train
@@ -92,10 +102,7 @@ def head_priors(s: TrainSettings, task: str, tags: list[dict],
     if s.head_bias != "prior":
         raise TrainError(f"unknown head bias {s.head_bias!r} (prior or default)")
     names = [t["name"] for t in tags]
-    try:        # label_ids are rows of the shards' own index; the run's may be another
-        own = [t["name"] for t in read_tags(f"{s.shards.rstrip('/')}/tags.csv")]
-    except ShardsError:
-        own = names                     # a brace pattern: --tags is the shards' index
+    own = shard_rows(s, names)
     try:
         positives, samples = label_counts(split_of(s.shards, manifest, "train").urls, len(own))
     except ShardsError as exc:
