@@ -113,7 +113,8 @@ class Run:
         torch.manual_seed(s.seed)
         np.random.seed(s.seed)
         self.placed = self._build_model(targets.size, local,
-                                        head_priors(s, self.task, self.tags, manifest))
+                                        head_priors(s, self.task, self.tags, manifest,
+                                                    self.head_plan and self.head_plan.carried))
         self.model = self.placed.model
         streams = build_streams(s, manifest=manifest, targets=targets,
                                 normalization=self.placed.normalization, device=self.device,

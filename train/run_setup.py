@@ -91,12 +91,13 @@ def shard_rows(s: TrainSettings, names: list[str]) -> list[str]:
         return list(names)
 
 
-def head_priors(s: TrainSettings, task: str, tags: list[dict],
-                manifest: dict) -> torch.Tensor | None:
+def head_priors(s: TrainSettings, task: str, tags: list[dict], manifest: dict,
+                carried: list[str] | None = None) -> torch.Tensor | None:
     """Each tag's share of the training samples, counted from the `label_ids` of the train
     split's parquet files (tags.csv counts may come from a far bigger population), for a
     multi-label head whose bias starts at the base rates; None when not wanted, or (with
-    a warning) when the shards hold no labels to count."""
+    a warning) when the shards hold no labels to count. The `carried` tags (rows copied from
+    a tagger afterwards) are not warned about when the shards lack them."""
     if task != "multilabel" or s.head_bias == "default":
         return None
     if s.head_bias != "prior":
@@ -111,7 +112,7 @@ def head_priors(s: TrainSettings, task: str, tags: list[dict],
     if not samples:
         return None
     row = {name: i for i, name in enumerate(own)}
-    missing = [n for n in names if n not in row]
+    missing = [n for n in names if n not in row and n not in set(carried or ())]
     if missing:
         log.warning("--head-bias prior: %d tags of the run are not in the shards' index "
                     "(%s): they start at the lowest base rate", len(missing),
