@@ -254,3 +254,34 @@ def test_flags_of_an_extension_need_a_tagger(tmp_path, shards):
 
 def test_visual_names_are_the_shards():          # the fixture's assumption, checked
     assert set(OLD_GENERAL[:8]) | set(ADDED) == set(VISUAL)
+
+
+def test_a_cache_of_other_shards_is_not_reused(tmp_path):
+    from shards.manifest import Split
+    from train.teacher import read_cache, record_of, write_cache
+
+    split = Split(urls=["a/00000.tar"], samples=3, counts=[3])
+    record = record_of("wd", ["circle"], split)
+    path = tmp_path / "teacher.npz"
+    write_cache(path, record, [4], ["k1", "k2", "k3"], np.array([[0.25], [0.5], [1.0]]))
+    cached = read_cache(path, record)
+    assert cached is not None and float(cached.row("k2")[0]) == 0.5
+    other = record_of("wd", ["circle"], Split(urls=["a/00000.tar"], samples=4, counts=[4]))
+    assert read_cache(path, other) is None
+    assert read_cache(path, record_of("wd", ["square"], split)) is None
+
+
+def test_help_says_how_a_caption_overrides_the_teacher():
+    from train.cli import build_parser
+    text = " ".join(build_parser().format_help().split())
+    assert "a carried tag the sample's labels (captions) name is 1 instead, the caption " \
+        "overrides the teacher" in text
+    assert "--freeze-old-rows" in text and "--retention-shards DIR" in text
+
+
+def test_unreadable_retention_shards_are_one_clear_error(tmp_path, shards, folder):
+    from train.errors import TrainError
+    with pytest.raises(TrainError, match=r"^--retention-shards .*missing"):
+        Run(TrainSettings(shards=str(shards), out=str(tmp_path / "r"), init_from=str(folder),
+                          old_tags="labels", retention_shards=str(tmp_path / "missing"),
+                          max_steps=1, **BASE)).fit()

@@ -157,7 +157,7 @@ class Run:
         carried = self.head_plan.carried if self.head_plan is not None else []
         names = [t["name"] for t in self.tags]
         self.carried_columns = [names.index(n) for n in carried]
-        self.old_tags = old_tags_mode(s.old_tags, carried)
+        self.old_tags = s.old_tags = old_tags_mode(s.old_tags, carried)   # config.json
         self.retention = None
         if not carried:
             for flag, value in (("--freeze-old-rows", s.freeze_old_rows),
