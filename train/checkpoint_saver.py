@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # What `Run` adds to the evaluation report in eval.json (not part of the evaluation).
 RUN_KEYS = frozenset({"step", "epoch", "task", "world_size", "skipped_samples", "kept",
-                      "kept_step", "init_tags"})
+                      "kept_step", "init_tags", "retention"})
 
 
 class CheckpointSaver:

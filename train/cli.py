@@ -83,6 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --init-from a WD folder: all (the folder's tags and the new "
                    "data's: nothing it knows is dropped) or seen (only the new data's tags); "
                    "tags in both keep the folder's head rows, new ones start at their base rate")
+    g.add_argument("--old-tags", choices=["teacher", "labels"],
+                   help="the targets of the tags carried from --init-from's tagger: teacher "
+                   "(default when tags are carried) = the starting model's own score on each "
+                   "training picture, computed once before the first step (no augmentation) "
+                   "and cached in RUN/teacher.npz; a carried tag the sample's labels "
+                   "(captions) name is 1 instead, the caption overrides the teacher; added "
+                   "tags always follow the labels. labels = the labels alone, a carried tag "
+                   "they do not name is 0 (the naive way: the tagger forgets)")
+    g.add_argument("--freeze-old-rows", action="store_true",
+                   help="with --init-from a tagger: the carried tags' rows of the head's last "
+                   "layer stay the source's bit for bit (no gradient, momentum or weight "
+                   "decay moves them); the new rows and, without --freeze-backbone, the "
+                   "backbone train")
+    g.add_argument("--retention-shards", metavar="DIR",
+                   help="an extension run (--init-from a tagger, tags carried) measures "
+                   "forgetting here: shards of the old kind of data (every split; their "
+                   "tags.csv maps onto the run's tags by name); the carried tags' mAP of the "
+                   "starting model and of the result go into eval.json `retention` (default: "
+                   "the run's validation split)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--loss", choices=["bce", "focal", "asymmetric"],
                    help="multilabel loss (multiclass uses cross-entropy)")
@@ -194,6 +213,9 @@ def run_training(args: argparse.Namespace) -> int:
     if not args.quiet and report:
         print(f"train: done at step {report['step']}; mAP {report.get('mAP', float('nan')):.4f}"
               f"; outputs in {settings.out}")
+        if isinstance(report.get("retention"), dict):
+            from .retention import summary_line
+            print(f"train: {summary_line(report['retention'])}")
     return 0
 
 

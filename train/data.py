@@ -22,6 +22,7 @@ read each sample once, without padding or replacement.
 from __future__ import annotations
 
 import bisect
+import copy
 import io
 import json
 import logging
@@ -87,7 +88,11 @@ class Targets:
     refused with ValueError, which the stream counts and skips); binary: whether the
     positive's row is among the ids. `rows` names the rows the ids index (the shards'
     tags.csv) when they are not the run's `names` (a run scored on other shards): an id then
-    counts for the run's output of the same row name, and a row the run lacks for none."""
+    counts for the run's output of the same row name, and a row the run lacks for none.
+
+    `with_teacher(scores)` gives the training targets of an extension run (train/teacher.py):
+    the outputs the teacher covers take its score of the sample (by key) where the sample's
+    labels do not name them, and 1 where they do."""
 
     def __init__(self, names: list[str], task: str, positive: str | None = None,
                  rows: list[str] | None = None):
@@ -99,10 +104,21 @@ class Targets:
         self._positive_row = rows.index(self.positive) if self.positive in rows else None
         output = {n: i for i, n in enumerate(names)}
         self._output = [output.get(n, -1) for n in rows]
+        self.teacher = None
 
-    def __call__(self, label_ids: list[int]) -> torch.Tensor:
-        """The target of one sample. Raises ValueError for an id that is not a row, or a
-        multiclass sample without exactly one label."""
+    def with_teacher(self, teacher) -> Targets:
+        """These targets with the soft targets of `teacher` (a TeacherScores) for its
+        columns; multilabel only."""
+        if self.task != "multilabel":
+            raise ValueError(f"teacher targets are multilabel, not {self.task}")
+        soft = copy.copy(self)
+        soft.teacher = teacher
+        return soft
+
+    def __call__(self, label_ids: list[int], key: str | None = None) -> torch.Tensor:
+        """The target of one sample (`key` names it to the teacher). Raises ValueError for
+        an id that is not a row, a multiclass sample without exactly one label, or a sample
+        the teacher has no scores for."""
         bad = [i for i in label_ids if not 0 <= i < self.rows]
         if bad:
             raise ValueError(f"label id {bad[0]} is not a row of the run's tag index "
@@ -114,7 +130,13 @@ class Targets:
         hits = sorted({self._output[i] for i in label_ids} - {-1})
         if self.task == "multiclass" and len(hits) != 1:
             raise ValueError(f"{len(hits)} class labels: a multiclass sample has exactly one")
-        out[hits] = 1.0
+        if self.teacher is not None:
+            soft = self.teacher.row(key)
+            if soft is None:
+                raise ValueError(f"the teacher has no scores for sample {key}")
+            out[torch.from_numpy(self.teacher.columns)] = torch.from_numpy(
+                soft.astype(np.float32))
+        out[hits] = 1.0                         # a label overrides the teacher
         return out
 
 
@@ -314,7 +336,7 @@ class ShardStream(IterableDataset):
     def _prepare(self, sample: dict, worker: int):
         key = str(sample.get("__key__"))
         try:
-            target = self.targets(label_ids(json.loads(sample["json"]), key))
+            target = self.targets(label_ids(json.loads(sample["json"]), key), key)
             _, data = image_member(sample)
             if self.transform is None:          # decoded later, on the training device
                 if data[:3] != b"\xff\xd8\xff":

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -24,17 +25,21 @@ import numpy as np
 import torch
 
 from shards.atomic import write_json_atomic
+from shards.manifest import split_of
 from shards.tags import write_tags
 
 from . import distributed
 from .checkpoint_saver import CheckpointSaver
-from .data import Targets
+from .data import Targets, transforms
 from .epochs import EpochDriver, EpochHooks
+from .errors import TrainError
+from .frozen_rows import freeze_rows
 from .head_surgery import label_space
 from .loop import Loop, StepState
 from .losses import make_loss
 from .precision import resolve_precision
 from .records import METRICS_CSV, MetricsLog, drop_rows_after, plot_run, write_eval
+from .retention import Retention, summary_line
 from .run_setup import (
     Placed,
     build_run_model,
@@ -46,9 +51,11 @@ from .run_setup import (
     plan_steps,
     read_run_manifest,
     read_run_tags,
+    shard_rows,
 )
 from .settings import TrainSettings
 from .shard_fit import binary_positive, check_classes, note_image_size
+from .teacher import old_tags_mode, record_of, teacher_for_run
 from .tensorboard_log import Board, settings_block
 from .validation import Validator
 from .wd_init import wd_source
@@ -99,20 +106,26 @@ class Run:
         check_classes(self.tags, self.task)
         if distributed.is_main():
             note_image_size(manifest, s.image_size)
-        targets = Targets(names, self.task, s.positive)
+        # label_ids index the shards' own tags.csv; a grown head's outputs are another list
+        rows = shard_rows(s, names) if self.wd is not None else None
+        targets = Targets(names, self.task, s.positive, rows=rows)
         self.precision = resolve_precision(s.precision, self.device)
         torch.manual_seed(s.seed)
         np.random.seed(s.seed)
         self.placed = self._build_model(targets.size, local,
-                                        head_priors(s, self.task, self.tags, manifest))
+                                        head_priors(s, self.task, self.tags, manifest,
+                                                    self.head_plan and self.head_plan.carried))
         self.model = self.placed.model
         streams = build_streams(s, manifest=manifest, targets=targets,
                                 normalization=self.placed.normalization, device=self.device,
                                 rank=self.rank, world=self.world)
         self.train_ds, self.val_ds, self.decoder = streams.train, streams.val, streams.decoder
+        self._extension(manifest, targets, rows or names)   # before the resume's restore
         self.plan = plan_steps(s, self.train_ds, self.world)
         self.parts = build_trainables(s, self.model, total=self.plan.total,
                                       precision=self.precision, device=self.device)
+        if s.freeze_old_rows:
+            freeze_rows(self.model, self.parts.optimizer, self.carried_columns)
         self.state = StepState(streams=self.world * max(1, s.workers), world=self.world)
         self._resume()
         self.trace = self._trace_file(self.rank)
@@ -135,6 +148,37 @@ class Run:
             forward_model=self.placed.forward_model, optimizer=self.parts.optimizer,
             board=self.board, device=self.device,
             hooks=EpochHooks(validate=self._validate, record=self._record, save=self._save))
+
+    def _extension(self, manifest: dict, targets: Targets, shard_names: list[str]) -> None:
+        """An extension run (tags carried from --init-from's tagger): the teacher's soft
+        targets for the training stream (`--old-tags teacher`) and the starting model's mAP
+        on the retention set, both from the model as built (before a resume restores it)."""
+        s = self.s
+        carried = self.head_plan.carried if self.head_plan is not None else []
+        names = [t["name"] for t in self.tags]
+        self.carried_columns = [names.index(n) for n in carried]
+        self.old_tags = s.old_tags = old_tags_mode(s.old_tags, carried)   # config.json
+        self.retention = None
+        if not carried:
+            for flag, value in (("--freeze-old-rows", s.freeze_old_rows),
+                                ("--retention-shards", s.retention_shards)):
+                if value:
+                    raise TrainError(f"{flag} needs --init-from a tagger folder whose tags "
+                                     "the run carries")
+            return
+        evaluation = transforms(s.image_size, False, normalization=self.placed.normalization)
+        common = {"transform": evaluation, "device": self.device, "precision": self.precision,
+                  "batch_size": s.batch_size, "workers": s.workers}
+        if self.old_tags == "teacher":
+            split = split_of(s.shards, manifest, "train")
+            teacher = teacher_for_run(
+                self.model, split, targets, columns=self.carried_columns,
+                record=record_of(s.init_from, carried, split), out=self.out, **common)
+            self.train_ds.targets = targets.with_teacher(teacher)
+        self.retention = Retention.open(s.retention_shards, s.shards, manifest, names,
+                                        carried, shard_names, **common)
+        if distributed.is_main():
+            self.retention.measure_before(self.model)
 
     def _build_model(self, outputs: int, local: int, priors: torch.Tensor | None) -> Placed:
         """The model with `outputs` outputs, placed on this rank's device."""
@@ -210,11 +254,26 @@ class Run:
                       if kept == "best" else state.step})
         if self.head_plan is not None:
             final["init_tags"] = self.head_plan.to_dict()
+        if self.retention is not None and distributed.is_main():
+            final["retention"] = self.retention.result(
+                self._kept_model(kept), final, [t["name"] for t in self.tags],
+                self.head_plan.added)
+            log.info("retention: %s", summary_line(final["retention"]))
         if distributed.is_main():
             write_eval(self.out, final)
             self.saver.export_kept(kept, self.parts.eval_model())
             plot_run(self.out)
         return final
+
+    def _kept_model(self, kept: str) -> torch.nn.Module:
+        """The model the run keeps: the evaluated weights, or the remembered best's."""
+        model = self.parts.eval_model()
+        if kept != "best":
+            return model
+        from safetensors.torch import load_file
+        best = copy.deepcopy(model)
+        best.load_state_dict(load_file(str(self.saver.best_weights), device=str(self.device)))
+        return best
 
     # -- the hooks of the epoch driver ----------------------------------------------------
     def _validate(self, compete: bool = True) -> dict:

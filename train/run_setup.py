@@ -81,21 +81,29 @@ def read_run_tags(s: TrainSettings, out: Path, manifest: dict) -> tuple[list[dic
     return tags, task
 
 
-def head_priors(s: TrainSettings, task: str, tags: list[dict],
-                manifest: dict) -> torch.Tensor | None:
+def shard_rows(s: TrainSettings, names: list[str]) -> list[str]:
+    """The names of the rows the shards' `label_ids` index: the shards' own tags.csv (the
+    run's label space may be another: `--tags`, or a head grown by `--init-from`), or
+    `names` for a brace pattern of tar URLs (whose `--tags` is the shards' index)."""
+    try:
+        return [t["name"] for t in read_tags(f"{s.shards.rstrip('/')}/tags.csv")]
+    except ShardsError:
+        return list(names)
+
+
+def head_priors(s: TrainSettings, task: str, tags: list[dict], manifest: dict,
+                carried: list[str] | None = None) -> torch.Tensor | None:
     """Each tag's share of the training samples, counted from the `label_ids` of the train
     split's parquet files (tags.csv counts may come from a far bigger population), for a
     multi-label head whose bias starts at the base rates; None when not wanted, or (with
-    a warning) when the shards hold no labels to count."""
+    a warning) when the shards hold no labels to count. The `carried` tags (rows copied from
+    a tagger afterwards) are not warned about when the shards lack them."""
     if task != "multilabel" or s.head_bias == "default":
         return None
     if s.head_bias != "prior":
         raise TrainError(f"unknown head bias {s.head_bias!r} (prior or default)")
     names = [t["name"] for t in tags]
-    try:        # label_ids are rows of the shards' own index; the run's may be another
-        own = [t["name"] for t in read_tags(f"{s.shards.rstrip('/')}/tags.csv")]
-    except ShardsError:
-        own = names                     # a brace pattern: --tags is the shards' index
+    own = shard_rows(s, names)
     try:
         positives, samples = label_counts(split_of(s.shards, manifest, "train").urls, len(own))
     except ShardsError as exc:
@@ -104,7 +112,7 @@ def head_priors(s: TrainSettings, task: str, tags: list[dict],
     if not samples:
         return None
     row = {name: i for i, name in enumerate(own)}
-    missing = [n for n in names if n not in row]
+    missing = [n for n in names if n not in row and n not in set(carried or ())]
     if missing:
         log.warning("--head-bias prior: %d tags of the run are not in the shards' index "
                     "(%s): they start at the lowest base rate", len(missing),

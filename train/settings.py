@@ -41,6 +41,12 @@ class TrainSettings:
     init_from: str | None = None         # a previous run (the layers that fit) or a WD v3
                                          # tagger folder (its model, head regrown by name)
     keep_tags: str = "all"               # with a WD folder: all (its tags + the data's) | seen
+    old_tags: str | None = None          # carried tags' targets: teacher (the starting
+                                         # model's scores; default when tags are carried)
+                                         # | labels (absent means 0)
+    freeze_old_rows: bool = False        # the carried head rows stay the source's exactly
+    retention_shards: str | None = None  # held-out old-kind shards for the forgetting
+                                         # measure (default: the validation split)
     # optimisation
     loss: str = "bce"                    # bce | focal | asymmetric (multilabel)
     optimizer: str = "adamw"             # adamw | sgd

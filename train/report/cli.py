@@ -161,6 +161,9 @@ def _summary(run_dir: Path, run, shards: str, val: ValScores, seconds: float) ->
                   f"({norm.source})"))
     if isinstance(final.get("init_tags"), dict):
         items.append(("label space", _init_tags(final["init_tags"], c.get("init_from"))))
+    if isinstance(final.get("retention"), dict):
+        from ..retention import summary_line
+        items.append(("forgetting", summary_line(final["retention"])))
     items.append(("validation", f"{len(val.keys)} pictures; this report took {seconds:.0f} s "
                   f"(scores recomputed from model.safetensors on {run.device.type})"))
     return items
