@@ -196,8 +196,9 @@ def test_forgetting_is_measured_against_timm_and_sklearn(tmp_path, shards, folde
     from train.runs import load_run
     from train.tag.inference import predict
 
+    # Pictures of every kind, labelled with the old and the new general tags.
     held_out = emulator_shards(tmp_path / "old-kind", posts=40, size=SIDE, seed=5,
-                               tags=OLD_GENERAL)
+                               tags=OLD_GENERAL + ADDED)
     out = tmp_path / "run"
     report = Run(TrainSettings(shards=str(shards), out=str(out), init_from=str(folder),
                                retention_shards=str(held_out), max_steps=3,
@@ -212,9 +213,9 @@ def test_forgetting_is_measured_against_timm_and_sklearn(tmp_path, shards, folde
     with_pos = truth.sum(0) > 0
     before = reference_scores(folder, paths)
     loaded = load_run(out, device="cpu", precision="fp32")
-    after = np.concatenate([b.scores for b in predict(loaded, paths, batch_size=8,
-                                                      workers=0)])
-    after = after[:, [loaded.names.index(n) for n in OLD]]
+    scored = np.concatenate([b.scores for b in predict(loaded, paths, batch_size=8,
+                                                       workers=0)])
+    after = scored[:, [loaded.names.index(n) for n in OLD]]
 
     def mean_ap(scores):
         return np.mean([average_precision_score(truth[:, j], scores[:, j])
@@ -225,6 +226,11 @@ def test_forgetting_is_measured_against_timm_and_sklearn(tmp_path, shards, folde
     assert record["map_before"] == pytest.approx(mean_ap(before), abs=1e-4)
     assert record["map_after"] == pytest.approx(mean_ap(after), abs=1e-4)
     assert record["drop"] == pytest.approx(record["map_before"] - record["map_after"])
+    new_truth = np.array([[name in images[k][1] for name in ADDED] for k in keys], dtype=int)
+    new_aps = [average_precision_score(new_truth[:, j], scored[:, loaded.names.index(name)])
+               for j, name in enumerate(ADDED) if new_truth[:, j].any()]
+    assert record["new_tags_held_out"] == len(new_aps) > 0
+    assert record["new_tags_ap_held_out"] == pytest.approx(np.mean(new_aps), abs=1e-4)
 
     val = pictures(shards, tmp_path / "val", splits=("val",))
     vkeys = sorted(val)

@@ -9,7 +9,9 @@ The held-out set is `--retention-shards DIR` (every split of that build; its tag
 map onto the run's outputs by name) or else the run's validation split. The mAP is over the
 carried tags with at least one positive there (macro AP, as sklearn's
 average_precision_score); `new_tags_ap` is the added tags' macro AP on the validation split
-(the final evaluation's per-tag AP).
+(the final evaluation's per-tag AP), and `new_tags_ap_held_out` the same on the held-out set
+where it labels them (a held-out set of pictures of every kind says whether the new tags are
+found in pictures unlike the few they were taught on; NaN where it does not label them).
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ class Retention:
     """The held-out set of one extension run and the starting model's mAP on it."""
 
     def __init__(self, label: str, splits: list[Split], targets: Targets, columns: list[int],
-                 *, transform, device: torch.device, precision: str, batch_size: int,
-                 workers: int):
+                 added: list[int], *, transform, device: torch.device, precision: str,
+                 batch_size: int, workers: int):
         self.label = label                    # what eval.json names as the set
         self.splits = splits
         self.targets = targets
         self.columns = np.asarray(columns, dtype=np.int64)      # the carried outputs
+        self.added = np.asarray(added, dtype=np.int64)          # the added outputs
         self.transform = transform
         self.device = device
         self.precision = precision
@@ -53,6 +56,7 @@ class Retention:
         self.before: float | None = None
         self.samples = 0
         self.old_tags = 0
+        self.new_tags = 0
 
     @classmethod
     def open(cls, retention_shards: str | None, shards: str, manifest: dict,
@@ -62,6 +66,7 @@ class Retention:
         read."""
         position = {n: i for i, n in enumerate(names)}
         columns = [position[n] for n in carried]
+        added = [i for i, n in enumerate(names) if n not in set(carried)]
         if retention_shards:
             try:
                 found = read_manifest(retention_shards, allow_incomplete=False)
@@ -75,7 +80,7 @@ class Retention:
             if not splits:
                 raise TrainError(f"--retention-shards {retention_shards}: no samples")
             return cls(retention_shards, splits, Targets(names, "multilabel", rows=rows),
-                       columns, **kwargs)
+                       columns, added, **kwargs)
         try:
             val = split_of(shards, manifest, "val")
         except ManifestError:
@@ -85,10 +90,10 @@ class Retention:
                              "--retention-shards DIR (shards of the old kind of data) or "
                              "shards with a validation split")
         return cls("validation split", [val], Targets(names, "multilabel", rows=shard_rows),
-                   columns, **kwargs)
+                   columns, added, **kwargs)
 
     def scores(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        """`model`'s scores and the targets of the carried outputs on the held-out set."""
+        """`model`'s scores and the targets of every output on the held-out set."""
         scores, targets = [], []
         for split in self.splits:
             stream = ShardStream(split, self.targets, self.transform, shuffle=False,
@@ -97,18 +102,27 @@ class Retention:
             sc, tg, _, _ = predict_split(model, loader, SumBCE(), self.device,
                                          task="multilabel", precision=self.precision)
             if len(sc):
-                scores.append(sc.numpy()[:, self.columns])
-                targets.append(tg.numpy()[:, self.columns])
+                scores.append(sc.numpy())
+                targets.append(tg.numpy())
         if not scores:
             raise TrainError(f"retention set {self.label}: no readable sample")
         return np.concatenate(scores), np.concatenate(targets)
 
     def mean_ap(self, model: nn.Module) -> float:
         """The carried tags' macro AP (tags with positives in the set)."""
+        return self._mean_aps(model)[0]
+
+    def _mean_aps(self, model: nn.Module) -> tuple[float, float]:
+        """The macro AP of the carried and of the added outputs on the set (each over its
+        tags with positives there; NaN for none); counts the samples and such tags."""
         scores, targets = self.scores(model)
-        ap = average_precision(scores, targets)
-        self.samples, self.old_tags = len(scores), int(np.isfinite(ap).sum())
-        return float(np.nanmean(ap)) if self.old_tags else float("nan")
+        old = average_precision(scores[:, self.columns], targets[:, self.columns])
+        new = (average_precision(scores[:, self.added], targets[:, self.added])
+               if len(self.added) else np.zeros(0))
+        self.samples, self.old_tags = len(scores), int(np.isfinite(old).sum())
+        self.new_tags = int(np.isfinite(new).sum())
+        return (float(np.nanmean(old)) if self.old_tags else float("nan"),
+                float(np.nanmean(new)) if self.new_tags else float("nan"))
 
     def measure_before(self, model: nn.Module) -> float:
         """The starting model's mAP (call before the first step)."""
@@ -120,7 +134,7 @@ class Retention:
     def result(self, model: nn.Module, final: dict, names: list[str],
                added: list[str]) -> dict:
         """eval.json's `retention` record for the kept `model` and its `final` report."""
-        after = self.mean_ap(model)
+        after, new_held_out = self._mean_aps(model)
         ap = (final.get("per_tag") or {}).get("ap") or []
         new = [ap[names.index(n)] for n in added if names.index(n) < len(ap)]
         new = [v for v in new if v is not None and math.isfinite(v)]
@@ -128,7 +142,8 @@ class Retention:
         return {"shards": self.label, "samples": self.samples, "old_tags": self.old_tags,
                 "map_before": before, "map_after": after, "drop": before - after,
                 "new_tags": len(new),
-                "new_tags_ap": float(np.mean(new)) if new else float("nan")}
+                "new_tags_ap": float(np.mean(new)) if new else float("nan"),
+                "new_tags_held_out": self.new_tags, "new_tags_ap_held_out": new_held_out}
 
 
 def summary_line(record: dict) -> str:
@@ -137,4 +152,6 @@ def summary_line(record: dict) -> str:
             f"after (drop {record['drop']:+.4f}) over {record['old_tags']} carried tags on "
             f"{record['samples']} samples of {record['shards']}; new tags: AP "
             f"{record['new_tags_ap']:.4f} over {record['new_tags']} tags on the validation "
-            "split")
+            "split" + (f", {record['new_tags_ap_held_out']:.4f} over "
+                       f"{record['new_tags_held_out']} tags on the held-out set"
+                       if record.get("new_tags_held_out") else ""))
