@@ -114,7 +114,7 @@ class ImagePool:
         def submit() -> bool:
             batch = list(islice(source, self.batch))
             if batch:
-                window.append((batch, self._pool().submit(_run_batch, batch)))
+                window.append((batch, self._submit(batch)))
             return bool(batch)
 
         for _ in range(2 * self.workers):
@@ -144,5 +144,15 @@ class ImagePool:
                                  "the worker process died on this image (out of memory?)", None))
         pending = [b for b, _ in window]
         window.clear()
-        window.extend((b, self._pool().submit(_run_batch, b)) for b in pending)
+        window.extend((b, self._submit(b)) for b in pending)
         return results
+
+    def _submit(self, batch: list[Item]) -> Future:
+        """The batch's future; a pool that broke since the last result (a worker died while
+        this batch waited) gives a failed future, handled in order like any other crash."""
+        try:
+            return self._pool().submit(_run_batch, batch)
+        except BrokenProcessPool as broken:
+            failed: Future = Future()
+            failed.set_exception(broken)
+            return failed

@@ -49,6 +49,28 @@ def test_a_worker_that_dies_costs_only_its_image():
     assert all(r[0] == "success" for i, r in enumerate(results) if i != 7)
 
 
+def test_a_worker_that_dies_while_the_next_batch_waits_costs_only_its_image(tmp_path):
+    """The pool breaks between two results: the next submission meets a broken pool, and the
+    batches still come back in order. The input waits (in this process) until the pool has
+    broken before it hands out the batch after the first result, so the order is exact."""
+    pool = ImagePool(ImageSettings(), workers=2, batch=4, process=echo_or_die)
+
+    def items():
+        for i in range(16):
+            yield (None, "die") if i == 5 else (None, f"item{i}")
+        deadline = time.monotonic() + 60  # a guard, not a race: the death is certain
+        while not getattr(pool._executor, "_broken", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield from ((None, f"item{i}") for i in range(16, 20))
+
+    with pool:
+        results = list(pool.map(items()))
+    assert [r[0] for r in results].count("failed_worker_died") == 1
+    assert results[5][0] == "failed_worker_died"
+    assert [r[1].split(":")[0] for i, r in enumerate(results) if i != 5] == [
+        f"item{i}" for i in range(20) if i != 5]
+
+
 def test_in_process_when_one_worker():
     with ImagePool(ImageSettings(), workers=1, process=echo_or_die) as pool:
         results = list(pool.map([(None, "a"), (None, "b")]))

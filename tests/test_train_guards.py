@@ -141,3 +141,14 @@ def test_an_image_size_other_than_the_shards_is_said_once(shards, tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="train"):
         assert _train(shards, tmp_path / "b") == 0                # 16 px, as the shards
     assert not [r for r in caplog.records if "--image-size" in r.getMessage()]
+
+
+def test_layer_decay_on_a_cnn_is_one_line_and_a_timm_run_records_it(shards, tmp_path, capsys):
+    assert _train(shards, tmp_path / "cnn", "--layer-decay", "0.75") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--layer-decay needs a timm backbone" in err[0]
+    assert not (tmp_path / "cnn").exists()
+    vit = [a if a != "resnet18" else "timm:test_vit" for a in FAST]
+    assert main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "vit"), *vit,
+                 "--layer-decay", "0.75"]) == 0
+    assert json.loads((tmp_path / "vit" / "config.json").read_text())["layer_decay"] == 0.75

@@ -6,6 +6,8 @@ forward at a size the architecture takes. Every CNN backbone is also compared on
 device (every parameter, no memory, no init time: the CNNs alone hold 3.3 billion parameters):
 our model gets random weights and hands the very same tensors to torchvision's model, so one
 forward of each on one 32 px image compares the two without initialising anything twice.
+Per-member tests run each family's smallest member in `make test` and the rest in the heavy
+tier.
 """
 
 from __future__ import annotations
@@ -30,14 +32,19 @@ SIZES = {"vit_b_32": 64, "swin_t": 64, "swin_v2_t": 64, "maxvit_t": 224, "alexne
 TIMM = ["test_resnet", "test_vit", "test_convnext", "test_efficientnet", "tf_efficientnet_lite0"]
 
 
+
+
+def _fast_for(names) -> list:
+    """`names` as test parameters: each family's smallest member runs in `make test`, the
+    other members in the heavy tier (`make test-heavy`, which CI runs too)."""
+    return [n if n in FAMILIES else pytest.param(n, marks=pytest.mark.heavy) for n in names]
+
+
 # The families whose trunk, in module order, is our backbone (the meta comparison maps tensors
-# by position); over 100 M parameters: the heavy tier.
+# by position).
 CNN_FAMILIES = ("convnext", "densenet", "efficientnet", "mobilenet", "regnet", "resnet",
                 "resnext", "vgg", "wide")
-LARGE = {"convnext_large", "efficientnet_v2_l", "regnet_x_32gf", "regnet_y_32gf",
-         "regnet_y_128gf", "wide_resnet101_2"}
-CNNS = [pytest.param(n, marks=pytest.mark.heavy) if n in LARGE else n for n in available()
-        if n.split("_")[0].rstrip("0123456789") in CNN_FAMILIES]
+CNNS = _fast_for(n for n in available() if n.split("_")[0].rstrip("0123456789") in CNN_FAMILIES)
 
 
 @pytest.fixture
@@ -136,7 +143,7 @@ def test_every_cnn_backbone_equals_torchvisions_forward_on_meta(name, on_meta):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", _fast_for(available()))
 def test_the_optimiser_groups_hold_every_trainable_parameter_once(name, on_meta):
     model = on_meta(lambda: build_model(name, 3, weights="none"))
     head = {id(p) for p in model.head.parameters()}

@@ -83,9 +83,11 @@ def test_resume_continues_exactly_where_the_run_stopped(shards, tmp_path):
 
 
 def test_init_from_and_freeze_backbone_keep_the_features(shards, tmp_path):
-    Run(_settings(shards, tmp_path / "first", epochs=1)).fit()
-    Run(_settings(shards, tmp_path / "probe", epochs=1, task="binary", positive="circle",
-                  init_from=str(tmp_path / "first"), freeze_backbone=True)).fit()
+    # a few steps each: the features must come through a trained first run and stay put
+    Run(_settings(shards, tmp_path / "first", epochs=1, max_steps=3)).fit()
+    Run(_settings(shards, tmp_path / "probe", epochs=1, max_steps=3, task="binary",
+                  positive="circle", init_from=str(tmp_path / "first"),
+                  freeze_backbone=True)).fit()
     first = load_file(str(tmp_path / "first" / "model.safetensors"))
     probe = load_file(str(tmp_path / "probe" / "model.safetensors"))
     # frozen means frozen: weights and BatchNorm running statistics alike

@@ -85,7 +85,7 @@ def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shard
     env = {**os.environ, "BOORU_TAGGER_TRACE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(_two_ranks("-m", "train", *args, "--out", str(run)),
                             capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _shown(result)
     steps0, keys0 = _steps_and_keys(run / "samples-rank0.txt")
     steps1, keys1 = _steps_and_keys(run / "samples-rank1.txt")
     assert steps0 == steps1 > 0
@@ -103,6 +103,12 @@ def test_two_ranks_see_every_sample_take_the_same_steps_and_weigh_val_loss(shard
     report = Run(TrainSettings(shards=str(shards), out=str(run), epochs=2, resume=True,
                                **BASE)).fit()
     assert report["step"] > saved["step"] and report["epoch"] == 2
+
+
+def _shown(result: subprocess.CompletedProcess) -> str:
+    """Both ends of a failed launch's stderr: the first rank's traceback and torchrun's end."""
+    err = result.stderr
+    return err if len(err) <= 6000 else f"{err[:3000]}\n[...]\n{err[-3000:]}"
 
 
 def _two_ranks(*command: str) -> list[str]:
@@ -224,7 +230,7 @@ def test_two_ranks_resumed_at_the_leftover_step_and_mid_epoch_equal_the_whole_ru
                                ("cut", ["-m", "train", "--resume"], 0)):
         result = subprocess.run(_two_ranks(*command, *args, "--out", str(tmp_path / out)),
                                 capture_output=True, text=True, timeout=600, env=env)
-        assert (result.returncode == 0) == (code == 0), result.stderr[-3000:]
+        assert (result.returncode == 0) == (code == 0), _shown(result)
         if code:
             saved = torch.load(tmp_path / out / "checkpoints" / "last.pt", weights_only=True)
             assert (saved["step"], saved["epoch"], saved["batches_in_epoch"]) == (2, 0, 4)

@@ -90,6 +90,7 @@ def check_round_trip(run, tmp_path, shards, pictures):
     np.testing.assert_allclose(by_name(names2, ours2, wd_names), want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.heavy          # the RGB timm run below takes the same export path in make test
 def test_a_run_from_a_wd_folder_exports_a_folder_timm_loads(tmp_path, shards, pictures):
     architecture, args = FOLDERS["vit"]
     folder = write_wd_folder(tmp_path / "wd", architecture, args)

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="peak learning rate (after the warmup, then cosine)")
     g.add_argument("--lr-backbone", type=float, help="peak learning rate of the backbone "
                    "(default: --lr); warm-up and schedule apply to it as to the head's")
+    g.add_argument("--layer-decay", type=float, metavar="D",
+                   help="layer-wise decay for timm backbones (ViT, Swin, EVA02, ConvNeXt): a "
+                   "layer N below the last trains at D**N of the backbone's learning rate "
+                   "(e.g. 0.75; default: off)")
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--epochs", type=int, help="passes over the training split")

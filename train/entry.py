@@ -6,6 +6,8 @@ line that names the extra to install instead of an ImportError traceback.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 EXTRA = "booru-tagger[train]"
@@ -26,7 +28,22 @@ def train_main(argv: list[str] | None = None) -> int:
     """`train`: checks for torch, then runs train.cli.main."""
     _require_torch("train")
     from .cli import main
-    return main(argv)
+    code = main(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _leave_now(code)
+    return code
+
+
+def _leave_now(code: int) -> None:
+    """A torchrun rank whose run has ended (its process group torn down, its files written)
+    leaves without the interpreter's finalisation: there, tensors still referenced by gloo's
+    C++ worker threads can abort the process (SIGABRT, "terminate called without an active
+    exception", pytorch/pytorch#190489) after the run succeeded, and the launcher would then
+    report a failed run."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def tag_main(argv: list[str] | None = None) -> int:

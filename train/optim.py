@@ -4,9 +4,11 @@ Parameter groups: the head (`head.*`) and the backbone (every other parameter: t
 what sits between it and the head, such as ConvNeXt's LayerNorm after pooling), each split into
 weights (decayed) and norms and biases (not decayed); every parameter that requires grad is in
 exactly one group. The backbone's groups may have their own peak learning rate
-(`--lr-backbone`). The schedule, a factor of each group's peak, is a linear warm-up then a
-cosine to zero; during a head-only warm-up the backbone groups have a learning rate of 0 (their
-parameters stay registered with DistributedDataParallel, unlike toggling requires_grad).
+(`--lr-backbone`), and with `--layer-decay` each backbone layer its fraction of it (one
+group per layer, see layer_decay.py). The schedule, a factor of each group's peak, is a linear
+warm-up then a cosine to zero; during a head-only warm-up the backbone groups have a learning
+rate of 0 (their parameters stay registered with DistributedDataParallel, unlike toggling
+requires_grad).
 """
 
 from __future__ import annotations
@@ -16,31 +18,41 @@ import math
 import torch
 
 from .errors import TrainError
+from .layer_decay import layer_scales
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float,
-                     lr_backbone: float | None = None) -> list[dict]:
-    """The optimiser's groups: ("features" = the backbone, "head") x (decayed, not decayed),
-    empty ones left out; together they hold each trainable parameter once. `lr_backbone`
-    (default: `lr`) is the peak learning rate of the backbone's groups."""
+                     lr_backbone: float | None = None,
+                     layer_decay: float | None = None) -> list[dict]:
+    """The optimiser's groups: ("features" = the backbone, "head") x (layer, with
+    `layer_decay`) x (decayed, not decayed), empty ones left out; together they hold each
+    trainable parameter once. `lr_backbone` (default: `lr`) is the peak learning rate of the
+    backbone's groups, each layer's scaled by its `lr_scale`."""
+    scales = layer_scales(model, layer_decay) if layer_decay is not None else {}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
     for part in ("features", "head"):
-        params = [p for n, p in trainable if (n.split(".", 1)[0] == "head") == (part == "head")]
-        for decay in (True, False):
-            chosen = [p for p in params if (p.ndim > 1) == decay]
-            if chosen:
-                groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0,
-                               "part": part, "lr": lr_backbone if part == "features"
-                               and lr_backbone is not None else lr})
+        peak = lr_backbone if part == "features" and lr_backbone is not None else lr
+        params = [(n, p) for n, p in trainable
+                  if (n.split(".", 1)[0] == "head") == (part == "head")]
+        for scale in sorted({scales.get(n, 1.0) for n, _ in params}):
+            for decay in (True, False):
+                chosen = [p for n, p in params
+                          if scales.get(n, 1.0) == scale and (p.ndim > 1) == decay]
+                if chosen:
+                    groups.append({"params": chosen, "part": part, "lr": peak * scale,
+                                   "lr_scale": scale,
+                                   "weight_decay": weight_decay if decay else 0.0})
     return groups
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                   momentum: float, lr_backbone: float | None = None) -> torch.optim.Optimizer:
+                   momentum: float, lr_backbone: float | None = None,
+                   layer_decay: float | None = None) -> torch.optim.Optimizer:
     """AdamW or Nesterov SGD over `parameter_groups` (`lr_backbone`: the backbone's peak
-    learning rate, discriminative fine-tuning); raises TrainError for another name."""
-    groups = parameter_groups(model, weight_decay, lr, lr_backbone)
+    learning rate, discriminative fine-tuning; `layer_decay`: its decay per layer down from
+    the last); raises TrainError for another name."""
+    groups = parameter_groups(model, weight_decay, lr, lr_backbone, layer_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":

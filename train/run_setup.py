@@ -254,7 +254,8 @@ def build_trainables(s: TrainSettings, model: nn.Module, *, total: int, precisio
     """The optimiser's groups, the warm-up and cosine schedule over `total` steps, an EMA
     with `--ema`, and a GradScaler for fp16."""
     optimizer = make_optimizer(model, s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
-                               momentum=s.momentum, lr_backbone=s.lr_backbone)
+                               momentum=s.momentum, lr_backbone=s.lr_backbone,
+                               layer_decay=s.layer_decay)
     scheduler = make_schedule(optimizer, total, s.warmup_steps,
                               0 if s.freeze_backbone else s.head_warmup_steps)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(s.ema)) if s.ema else None

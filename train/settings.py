@@ -52,6 +52,7 @@ class TrainSettings:
     optimizer: str = "adamw"             # adamw | sgd
     lr: float = 3e-4
     lr_backbone: float | None = None     # peak lr of the backbone's groups (default: lr)
+    layer_decay: float | None = None     # each timm backbone layer's lr: this ** (layers above)
     weight_decay: float = 0.05
     momentum: float = 0.9                # sgd
     epochs: int = 10
