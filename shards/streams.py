@@ -28,10 +28,12 @@ from .storage import is_object_url, open_url
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 AGENT = "booru-tagger-shards/0.1"
+BACKOFF_S = 0.5  # the first retry's wait (default); each next one doubles it
 
 
-def open_stream(url: str, retries: int = 5, backoff: float = 0.5) -> IO[bytes]:
+def open_stream(url: str, retries: int = 5, backoff: float | None = None) -> IO[bytes]:
     """A binary file object for a path or URL; raises OSError when it cannot be opened."""
+    backoff = BACKOFF_S if backoff is None else backoff
     if is_object_url(url):  # s3://, gs://, ... through fsspec (shards/storage.py)
         return open_url(url, retries, backoff)
     if not url.startswith(("http://", "https://")):

@@ -21,7 +21,9 @@ def test_package_is_imported_from_this_repository(name):
     assert Path(module.__file__).resolve().parent == ROOT / name
 
 
-@pytest.mark.parametrize("package", ["scrape", "prep", "train"])
+# `python -m train` is run by test_usage_errors_fail_with_a_message_not_a_traceback (one torch
+# import in a subprocess is enough); tests/test_cli_help.py checks every command's --help.
+@pytest.mark.parametrize("package", ["scrape", "prep"])
 def test_python_dash_m_runs_each_cli(package):
     result = subprocess.run([sys.executable, "-m", package, "--help"], capture_output=True,
                             text=True, cwd=ROOT, timeout=120)

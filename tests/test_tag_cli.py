@@ -82,6 +82,17 @@ def _tag(*argv) -> int:
     return main([*map(str, argv), "--workers", "0", "-q"])
 
 
+def test_the_colour_runs_learned_their_task(runs):
+    """Binary (one output) and multiclass runs on shards with a task: both sort the colours
+    of their validation split (the runs every test below tags with)."""
+    from safetensors.torch import load_file
+    for task in ("binary", "multiclass"):
+        report = json.loads((runs / task / "eval.json").read_text())
+        assert report["task"] == task and report["mAP"] > 0.9, (task, report["mAP"])
+    head = load_file(str(runs / "binary" / "model.safetensors"))["head.1.weight"]
+    assert head.shape[0] == 1
+
+
 def test_output_formats_hold_the_same_rows(runs, pics, tmp_path, capsys):
     model = runs / "multilabel"
     for suffix in ("parquet", "csv", "jsonl"):

@@ -163,7 +163,10 @@ class FlakyShards(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_shards(shards):
+def http_shards(shards, monkeypatch):
+    """The shards over HTTP, each tar failing once; retried at once (no backoff to wait)."""
+    from shards import streams
+    monkeypatch.setattr(streams, "BACKOFF_S", 0.0)
     FlakyShards.seen.clear()
     handler = functools.partial(FlakyShards, directory=str(shards))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

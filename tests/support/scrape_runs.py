@@ -1,6 +1,6 @@
 """Shared helpers of the scrape tests (no tests here): run the scraper, read raw/, read the log.
 
-    from test_scrape_support import scrape, read_rows, check_images, log_since
+    from support.scrape_runs import scrape, read_rows, check_images, log_since
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Shared helpers of the make-shards and shards tests (no tests here): images, runs, readers.
 
-    from test_prep_make_shards_support import make_shards, hostile_corpus, rows_of, snapshot
+    from support.shard_builds import make_shards, hostile_corpus, rows_of, snapshot
 """
 
 from __future__ import annotations
