@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_stream.py [--shards DIR] [--models resnet18,resnet50,vgg16]
     .venv/bin/python bench/train_stream.py --models resnet50,vgg16,timm:vit_base_patch16_224 \
         --sizes 224,448 --baseline resnet50     # every family at two sizes, as ratios
+    .venv/bin/python bench/train_stream.py --families-only --models ... --sizes 224,448  # (c)
 
 Without --shards it builds 448 px shards first (emulator -> scrape -> make-tag-index ->
 make-shards, about a minute). Then, in one run:
@@ -160,10 +161,17 @@ def main() -> None:
                     help="(c): image sides for the per-family table, comma list (e.g. 224,448);"
                          " empty: leave (c) out")
     ap.add_argument("--baseline", default="resnet50", help="(c): the model the ratios are to")
+    ap.add_argument("--families-only", action="store_true",
+                    help="(c) only, for a 1,000-tag head: no shards, no loader")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch or (128 if device.type == "cuda" else 16)
     steps = args.steps or (30 if device.type == "cuda" else 4)
+    if args.families_only:
+        print(f"device {device}; batch {batch}; {steps} timed steps after 2 warm-up steps")
+        family_rates(args.models.split(","), [int(v) for v in (args.sizes or "224").split(",")],
+                     args.baseline, 1000, batch, device, steps)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or build_shards(Path(tmp), args.posts)
         manifest = read_manifest(str(shards))

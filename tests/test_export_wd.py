@@ -3,22 +3,18 @@
 The exported folder is run the way the WD taggers' consumers run it: kohya-ss sd-scripts'
 `finetune/tag_images_by_wd14_tagger.py` preprocessing and tag selection, reproduced below from
 its source (the reference that always runs), and dghs-imgutils' own preprocessing, model loader
-and MCut when that package is installed. Neither dghs-imgutils' `get_wd14_tags` nor `wdtagger`'s
-`Tagger` loads a local folder (both fetch fixed Hugging Face repositories), so the imgutils test
-drives the package's own functions on the local files.
+and MCut when that package is installed (support/wd_consumer.py).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from support import wd_consumer
 from support.train_fixtures import tiny_run
 
 from train.cli import main
@@ -218,33 +214,11 @@ def test_multiclass_runs_are_refused(run_dir, tmp_path, capsys):
     assert "a file is there" in capsys.readouterr().err
 
 
-# dghs-imgutils pins numpy<2, so it lives in its own environment (`make wd-consumer`, part of
-# `make test`); the test runs it there as a separate program on the exported folder.
-WD_PYTHON = Path(os.environ.get("BOORU_TAGGER_WD_PYTHON",
-                                Path(__file__).resolve().parents[1] / ".venv-wd/bin/python"))
-CONSUMER = """
-import json, sys
-from imgutils.tagging import wd14
-from imgutils.utils import open_onnx_model
-model, images = sys.argv[1], sys.argv[2:]
-session = open_onnx_model(model, "cpu")
-_, side, _, _ = session.get_inputs()[0].shape
-batch = __import__("numpy").concatenate([wd14._prepare_image_for_tagging(p, side) for p in images])
-probs = session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: batch})[0]
-print(json.dumps({"probs": probs.tolist(),
-                  "mcut": [float(wd14._mcut_threshold(row[4:10])) for row in probs]}))
-"""
-
-
 def test_dghs_imgutils_runs_the_folder(wd_dir, run_dir, images):
-    if not WD_PYTHON.exists():
-        pytest.skip(f"no dghs-imgutils environment at {WD_PYTHON} (make wd-consumer): the "
-                    "kohya reference above still checks the folder")
-    paths = [str(p) for p in input_images(images)]
-    done = subprocess.run([str(WD_PYTHON), "-c", CONSUMER, str(wd_dir / "model.onnx"), *paths],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
+    if not wd_consumer.installed():
+        pytest.skip(f"no dghs-imgutils environment at {wd_consumer.WD_PYTHON} (make "
+                    "wd-consumer): the kohya reference above still checks the folder")
+    out = wd_consumer.run_consumer(wd_dir / "model.onnx", input_images(images))
     probs = np.array(out["probs"], dtype=np.float32)
     names = [r["name"] for r in csv.DictReader((wd_dir / "selected_tags.csv").open())]
     want = tag_scores(run_dir, input_images(images))

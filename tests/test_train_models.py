@@ -32,8 +32,6 @@ SIZES = {"vit_b_32": 64, "swin_t": 64, "swin_v2_t": 64, "maxvit_t": 224, "alexne
 TIMM = ["test_resnet", "test_vit", "test_convnext", "test_efficientnet", "tf_efficientnet_lite0"]
 
 
-
-
 def _fast_for(names) -> list:
     """`names` as test parameters: each family's smallest member runs in `make test`, the
     other members in the heavy tier (`make test-heavy`, which CI runs too)."""

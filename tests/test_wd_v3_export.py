@@ -2,7 +2,8 @@
 
 timm's own `create_model("local-dir:...", pretrained=True)` loads the exported folder, and on
 the WD preprocessing (built with PIL in wd_fixtures) gives the scores `tag` gives on the run;
-`train --init-from` on the export gives them once more (the round trip). Both for a run
+`train --init-from` on the export gives them once more (the round trip), and dghs-imgutils, a
+real consumer, runs the folder's `model.onnx` to the same scores. Both for a run
 started from a WD folder (a BGR model) and for a timm run trained on RGB from scratch, whose
 first convolution the export turns to BGR.
 """
@@ -15,6 +16,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import wd_consumer
 from support.train_fixtures import emulator_shards
 from support.wd_fixtures import (
     FOLDERS,
@@ -84,6 +86,9 @@ def check_round_trip(run, tmp_path, shards, pictures):
     assert isinstance(onnx, WdModel)
     got = np.concatenate([b.scores for b in predict_any(onnx, pictures, batch_size=2, workers=0)])
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    if wd_consumer.installed():   # make test installs it; test_export_wd says when it is not
+        theirs = wd_consumer.run_consumer(folder / "model.onnx", pictures)["probs"]
+        np.testing.assert_allclose(np.array(theirs, dtype=np.float32), want, atol=1e-4, rtol=0)
 
     again = train_from(folder, shards, tmp_path / "again")   # --init-from the export
     names2, ours2 = tag_scores(again, pictures)
