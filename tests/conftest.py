@@ -26,6 +26,17 @@ def _reset_faults(request):
         emu.emulator.log.attempts.clear()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread while a module trains, also outside xdist (below); a module asks
+    for it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # Under pytest-xdist every worker is a process of its own; with one torch/OpenMP thread each the
 # workers share the cores instead of oversubscribing them (a training test ran 6x slower).
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from support.disk_faults import FullDisk
 from support.scrape_runs import scrape
 from support.train_fixtures import emulator_shards
@@ -24,13 +23,7 @@ from prep.cli import main as prep_main
 from train.cli import main as train_main
 from train.tag.cli import main as tag_main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def one_line(capsys, prog: str, path: Path | str) -> str:

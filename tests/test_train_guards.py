@@ -10,7 +10,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from support.train_fixtures import write_shards
 
@@ -23,12 +22,7 @@ FAST = ["--arch", "resnet18", "--weights", "none", "--image-size", "16", "--epoc
         "--checkpoint-every", "0", "--shuffle-buffer", "16", "--no-report", "-q"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _shards(root, tags, size=16):

@@ -51,12 +51,7 @@ def shards(tmp_path_factory):
     return emulator_shards(tmp_path_factory.mktemp("shards"), posts=130, size=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -43,12 +43,7 @@ BASE = dict(epochs=1, batch_size=8, workers=0, log_every=0, checkpoint_every=0, 
             keep="last", device="cpu", shuffle_buffer=50)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
