@@ -25,8 +25,8 @@ def layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
     if inner is None or not hasattr(inner, "group_matcher"):
         raise TrainError("--layer-decay needs a timm backbone with layer groups "
                          "(--arch timm:NAME, e.g. timm:vit_base_patch16_224)")
-    from timm.models import group_parameters
     import_timm()
+    from timm.models import group_parameters
     layers = group_parameters(inner, inner.group_matcher(coarse=False), reverse=True)
     last = max(layers.values())
     return {f"features.model.{name}": decay ** (last - layers.get(name, last))
