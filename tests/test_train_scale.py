@@ -256,3 +256,39 @@ def test_two_ranks_resumed_at_the_leftover_step_and_mid_epoch_equal_the_whole_ru
             return [{k: v for k, v in r.items() if k not in {"images_per_s", "data_wait"}}
                     for r in csv.DictReader(f)]
     assert [r["step"] for r in rows(whole)] == ["2", "4", "6"] and rows(cut) == rows(whole)
+
+
+@pytest.mark.heavy
+def test_two_ranks_extend_a_wd_tagger_with_the_one_rank_teacher(tmp_path):
+    """--init-from a WD v3 folder at two ranks: rank 0 scores every training sample with the
+    starting model once (the same cache a one-rank run writes), both ranks train on it, and
+    the forgetting measure reaches eval.json."""
+    import numpy as np
+    pytest.importorskip("timm")
+    from support.wd_fixtures import FOLDERS, SIDE, write_wd_folder
+
+    from train.cli import main as train_main
+    shards = emulator_shards(tmp_path / "shards", posts=60, size=SIDE)
+    architecture, model_args = FOLDERS["convnext"]
+    folder = write_wd_folder(tmp_path / "wd", architecture, model_args, seed=2)
+    args = ["--stream", "--shards", str(shards), "--init-from", str(folder), "--epochs", "1",
+            "--batch-size", "8", "--workers", "0", "--shuffle-buffer", "50", "--max-steps", "2",
+            "--checkpoint-every", "0", "--no-report", "--device", "cpu", "-q"]
+    result = subprocess.run(_two_ranks("-m", "train", *args, "--out", str(tmp_path / "two")),
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, _shown(result)
+    assert train_main([*args, "--out", str(tmp_path / "one")]) == 0
+    with np.load(tmp_path / "two" / "teacher.npz") as two, \
+            np.load(tmp_path / "one" / "teacher.npz") as one:
+        assert np.array_equal(two["keys"], one["keys"])
+        assert np.array_equal(two["columns"], one["columns"]) and len(one["columns"]) > 0
+        np.testing.assert_allclose(two["scores"].astype(np.float32),
+                                   one["scores"].astype(np.float32), atol=2e-3, rtol=0)
+        trained = read_manifest(shards)["splits"]["train"]["successes"]
+        assert len(two["keys"]) == trained                  # every sample, not one rank's half
+    two, one = (json.loads((tmp_path / run / "eval.json").read_text()) for run in ("two", "one"))
+    assert two["world_size"] == 2 and two["retention"]["old_tags"] > 0
+    # the starting model's old-tag mAP on the validation split, gathered from both ranks
+    assert two["retention"]["map_before"] == pytest.approx(one["retention"]["map_before"],
+                                                           abs=1e-4)
