@@ -146,3 +146,27 @@ def test_layer_decay_on_a_cnn_is_one_line_and_a_timm_run_records_it(shards, tmp_
     assert main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "vit"), *vit,
                  "--layer-decay", "0.75"]) == 0
     assert json.loads((tmp_path / "vit" / "config.json").read_text())["layer_decay"] == 0.75
+
+
+def test_a_stack_of_backbones_trains_frozen_tags_and_is_no_wd_folder(shards, tmp_path,
+                                                                      capsys):
+    pytest.importorskip("timm")
+    stack = "resnet18+timm:tf_efficientnet_lite0"
+    args = [a if a != "resnet18" else stack for a in FAST]
+    run = tmp_path / "stack"
+    base = ["--stream", "--shards", str(shards), "--out", str(run), *args]
+    assert main(base) == 2                                  # not frozen: refused, nothing kept
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--freeze-backbone" in err[0] and not run.exists()
+    assert main([*base, "--freeze-backbone"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == stack and config["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (16, 16), COLOURS["red"]).save(picture)
+    from train.tag.cli import main as tag_main
+    assert tag_main(["--model", str(run), str(picture), "--output", str(tmp_path / "t.csv"),
+                     "--workers", "0", "-q"]) == 0
+    assert (tmp_path / "t.csv").read_text().count("\n") == 2          # a header and the row
+    capsys.readouterr()
+    assert main(["export", "--model", str(run), "--format", "wd", "-q"]) == 2
+    assert "timm model with a linear head" in capsys.readouterr().err

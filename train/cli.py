@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--arch", dest="model", metavar="ARCH", help="backbone: torchvision's "
                    "(resnet50, vgg16, convnext_tiny, vit_b_16, swin_t, maxvit_t, ...) or "
-                   "timm:NAME (the [timm] extra); --list-archs lists them")
+                   "timm:NAME (the [timm] extra); A+B joins the pooled features of frozen "
+                   "backbones (with --freeze-backbone); --list-archs lists them")
     add_deprecated_alias(g, "--model", "--arch", "model", metavar="ARCH")
     g.add_argument("--list-archs", action="store_true",
                    help="print the architectures offered and whether their ImageNet weights "

@@ -4,10 +4,11 @@
     build_model("timm:convnext_tiny", 5000, weights="convnext-folder/", image_size=448)
 
 Two families (train/backbones/): torchvision's classification zoo, and timm's models as
-`timm:NAME` (the `[timm]` extra). `weights` is "imagenet" (torchvision's weights API or timm's
-hub, downloaded once, failing offline with a message saying which file to put where), "none",
-a .pth / .safetensors state dict or a timm folder (config.json + model.safetensors), loaded
-strictly (train/weights.py). The classifier is replaced by global average pooling, dropout
+`timm:NAME` (the `[timm]` extra); `A+B` stacks backbones of either (backbones/stacked.py).
+`weights` is "imagenet" (torchvision's weights API or timm's hub, downloaded once, failing
+offline with a message saying which file to put where), "none", a .pth / .safetensors state
+dict or a timm folder (config.json + model.safetensors), loaded strictly (train/weights.py).
+The classifier is replaced by global average pooling, dropout
 and a linear layer ("linear"), or by the alt-i2v-style BatchNorm + dropout MLP ("mlp").
 """
 
@@ -18,7 +19,7 @@ import logging
 import torch
 from torch import nn
 
-from .backbones import Backbone, timm_zoo, torchvision_zoo
+from .backbones import Backbone, stacked, timm_zoo, torchvision_zoo
 from .errors import TrainError
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int = 224,
     """The backbone `name` (torchvision's, or timm's as `timm:NAME`, with timm's `model_args`)
     with its weights and their normalisation; raises TrainError (WeightsError for weights
     that do not fit)."""
+    if stacked.is_stacked(name):
+        if weights not in ("imagenet", "none") or model_args:
+            raise TrainError(f"--arch {name!r} stacks backbones: --weights imagenet or none "
+                             "(a weights file or model_args fill one backbone)")
+        return stacked.stack(name, [build_backbone(part, weights, image_size, partial)
+                                    for part in stacked.parts_of(name)])
     if name.startswith(timm_zoo.PREFIX):
         return timm_zoo.build(name[len(timm_zoo.PREFIX):], weights, image_size, partial,
                               model_args)

@@ -30,6 +30,7 @@ from shards.manifest import pattern_manifest, read_manifest, split_of
 from shards.tags import read_tags
 
 from . import distributed
+from .backbones.stacked import is_stacked
 from .data import DeviceDecoder, ShardStream, Targets, encoded_collate, transforms
 from .errors import TrainError
 from .init_from import init_from
@@ -142,6 +143,9 @@ def build_run_model(s: TrainSettings, *, outputs: int, device: torch.device, wor
     if wd is not None:
         model = build_from_wd(wd, names or [], s, priors)
     else:
+        if is_stacked(s.model) and not s.freeze_backbone:
+            raise TrainError(f"--arch {s.model} stacks frozen backbones: add "
+                             "--freeze-backbone (a linear probe on their joined features)")
         model = build_model(s.model, outputs, weights=s.weights, head=s.head,
                             dropout=s.dropout, image_size=s.image_size,
                             partial=s.weights_partial)

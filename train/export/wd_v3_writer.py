@@ -23,6 +23,7 @@ import torch
 
 from shards.atomic import write_bytes_atomic, write_json_atomic
 
+from ..backbones.stacked import is_stacked
 from ..backbones.timm_zoo import PREFIX, import_timm
 from ..errors import TrainError
 from ..runs import LoadedRun
@@ -50,7 +51,8 @@ def timm_folder_parts(run: LoadedRun) -> tuple[dict, dict[str, torch.Tensor]]:
     model_name = str(run.config.get("model", ""))
     if run.task != "multilabel":
         raise TrainError(f"--format wd: a WD tagger is multilabel; this run is {run.task}")
-    if not model_name.startswith(PREFIX) or run.config.get("head", "linear") != "linear":
+    if (not model_name.startswith(PREFIX) or is_stacked(model_name)
+            or run.config.get("head", "linear") != "linear"):
         raise TrainError(f"--format wd: a WD v3 folder holds a timm model with a linear head; "
                          f"this run is {model_name} with a {run.config.get('head')} head "
                          "(use --format wd-onnx)")
