@@ -148,19 +148,24 @@ def test_layer_decay_on_a_cnn_is_one_line_and_a_timm_run_records_it(shards, tmp_
     assert json.loads((tmp_path / "vit" / "config.json").read_text())["layer_decay"] == 0.75
 
 
+STACK = "resnet18+timm:tf_efficientnet_lite0"
+
+
+def _stacked_run(shards, run, *extra) -> int:
+    return main(["--stream", "--shards", str(shards), "--out", str(run),
+                 *[a if a != "resnet18" else STACK for a in FAST], *extra])
+
+
 def test_a_stack_of_backbones_trains_frozen_tags_and_is_no_wd_folder(shards, tmp_path,
                                                                       capsys):
     pytest.importorskip("timm")
-    stack = "resnet18+timm:tf_efficientnet_lite0"
-    args = [a if a != "resnet18" else stack for a in FAST]
     run = tmp_path / "stack"
-    base = ["--stream", "--shards", str(shards), "--out", str(run), *args]
-    assert main(base) == 2                                  # not frozen: refused, nothing kept
+    assert _stacked_run(shards, run) == 2                 # not frozen: refused, nothing kept
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--freeze-backbone" in err[0] and not run.exists()
-    assert main([*base, "--freeze-backbone"]) == 0
+    assert _stacked_run(shards, run, "--freeze-backbone") == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == stack and config["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    assert config["model"] == STACK and config["normalization"]["mean"] == [0.485, 0.456, 0.406]
     picture = tmp_path / "red.png"
     Image.new("RGB", (16, 16), COLOURS["red"]).save(picture)
     from train.tag.cli import main as tag_main
@@ -170,3 +175,17 @@ def test_a_stack_of_backbones_trains_frozen_tags_and_is_no_wd_folder(shards, tmp
     capsys.readouterr()
     assert main(["export", "--model", str(run), "--format", "wd", "-q"]) == 2
     assert "timm model with a linear head" in capsys.readouterr().err
+
+
+@pytest.mark.heavy          # the ONNX export and its check against torch take about 12 s
+def test_a_stack_of_backbones_exports_to_onnx(shards, tmp_path):
+    pytest.importorskip("timm")
+    pytest.importorskip("onnxscript")
+    assert _stacked_run(shards, tmp_path / "stack", "--freeze-backbone") == 0
+    pytest.importorskip("onnxruntime")
+    from train.export.onnx_writer import check_onnx
+    from train.runs import load_run
+    assert main(["export", "--model", str(tmp_path / "stack"), "--format", "onnx", "--out",
+                 str(tmp_path / "stack.onnx"), "-q"]) == 0
+    run = load_run(tmp_path / "stack", device="cpu", precision="fp32")
+    assert check_onnx(run, tmp_path / "stack.onnx") < 1e-4       # onnxruntime against torch
