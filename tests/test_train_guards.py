@@ -47,8 +47,9 @@ def shards(tmp_path_factory):
     return _shards(tmp_path_factory.mktemp("colours"), [("red", 0), ("green", 0)])
 
 
-def _train(shards, out, *extra) -> int:
-    return main(["--stream", "--shards", str(shards), "--out", str(out), *FAST, *extra])
+def _train(shards, out, *extra, arch: str = "resnet18") -> int:
+    return main(["--stream", "--shards", str(shards), "--out", str(out),
+                 *[arch if a == "resnet18" else a for a in FAST], *extra])
 
 
 def _files(folder):
@@ -142,28 +143,21 @@ def test_layer_decay_on_a_cnn_is_one_line_and_a_timm_run_records_it(shards, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--layer-decay needs a timm backbone" in err[0]
     assert not (tmp_path / "cnn").exists()
-    vit = [a if a != "resnet18" else "timm:test_vit" for a in FAST]
-    assert main(["--stream", "--shards", str(shards), "--out", str(tmp_path / "vit"), *vit,
-                 "--layer-decay", "0.75"]) == 0
+    assert _train(shards, tmp_path / "vit", "--layer-decay", "0.75", arch="timm:test_vit") == 0
     assert json.loads((tmp_path / "vit" / "config.json").read_text())["layer_decay"] == 0.75
 
 
 STACK = "resnet18+timm:tf_efficientnet_lite0"
 
 
-def _stacked_run(shards, run, *extra) -> int:
-    return main(["--stream", "--shards", str(shards), "--out", str(run),
-                 *[a if a != "resnet18" else STACK for a in FAST], *extra])
-
-
 def test_a_stack_of_backbones_trains_frozen_tags_and_is_no_wd_folder(shards, tmp_path,
                                                                       capsys):
     pytest.importorskip("timm")
     run = tmp_path / "stack"
-    assert _stacked_run(shards, run) == 2                 # not frozen: refused, nothing kept
+    assert _train(shards, run, arch=STACK) == 2                 # not frozen: refused, nothing kept
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--freeze-backbone" in err[0] and not run.exists()
-    assert _stacked_run(shards, run, "--freeze-backbone") == 0
+    assert _train(shards, run, "--freeze-backbone", arch=STACK) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == STACK and config["normalization"]["mean"] == [0.485, 0.456, 0.406]
     picture = tmp_path / "red.png"
@@ -181,7 +175,7 @@ def test_a_stack_of_backbones_trains_frozen_tags_and_is_no_wd_folder(shards, tmp
 def test_a_stack_of_backbones_exports_to_onnx(shards, tmp_path):
     pytest.importorskip("timm")
     pytest.importorskip("onnxscript")
-    assert _stacked_run(shards, tmp_path / "stack", "--freeze-backbone") == 0
+    assert _train(shards, tmp_path / "stack", "--freeze-backbone", arch=STACK) == 0
     pytest.importorskip("onnxruntime")
     from train.export.onnx_writer import check_onnx
     from train.runs import load_run
